@@ -1,0 +1,32 @@
+"""eom — the equation of motion (EoM) of gradient descent.
+
+Gradient descent $\\theta_{k+1} = \\theta_k - \\eta\\nabla L(\\theta_k)$ is reproduced at $t = k\\eta$
+by the EoM $\\dot\\theta = -\\nabla L - \\sum_k \\eta^k\\xi_k$, gradient flow plus counter terms.
+
+Importing eom turns on JAX's float64 mode (`jax_enable_x64`): discretization errors of 1e-10 are
+invisible in float32. Set `EOM_NO_X64=1` before importing to keep JAX's default.
+"""
+
+import os as _os
+
+import jax as _jax
+
+if not _os.environ.get("EOM_NO_X64"):
+    _jax.config.update("jax_enable_x64", True)
+
+from ._errors import (  # noqa: E402
+    DivergenceError as DivergenceError,
+    EomError as EomError,
+    UnsupportedOrderError as UnsupportedOrderError,
+)
+from ._version import __version__ as __version__  # noqa: E402
+from .engine import (  # noqa: E402
+    MAX_ORDER as MAX_ORDER,
+    Trajectory as Trajectory,
+    counter_terms as counter_terms,
+    gradient_descent as gradient_descent,
+    integrate as integrate,
+    modified_field as modified_field,
+    modified_terms as modified_terms,
+    vector_field as vector_field,
+)

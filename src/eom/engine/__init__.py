@@ -1,0 +1,25 @@
+"""The numerical engine: counter terms, EoM vector fields, GD and ODE trajectories."""
+
+from ._counter import (
+    check_loss as check_loss,
+    check_lr as check_lr,
+    counter_term_fn as counter_term_fn,
+    counter_terms as counter_terms,
+    grad_and_terms_fn as grad_and_terms_fn,
+    regularized as regularized,
+    vector_field as vector_field,
+)
+from ._modified import (
+    MAX_ORDER as MAX_ORDER,
+    check_order as check_order,
+    lie_derivative as lie_derivative,
+    modified_field as modified_field,
+    modified_terms as modified_terms,
+)
+from ._trajectory import (
+    Trajectory as Trajectory,
+    eom_field as eom_field,
+    gradient_descent as gradient_descent,
+    integrate as integrate,
+    save_grid as save_grid,
+)

@@ -1,0 +1,121 @@
+r"""Modified-equation terms of explicit Euler for a general vector field (the reference).
+
+For a field $F$ and step $h$, explicit Euler $x_{k+1} = x_k + hF(x_k)$ is, to order $h^{N+1}$ per
+step, the exact time-$h$ flow of the *modified field*
+
+$$\tilde F = F + hF_1 + h^2F_2 + \dots + h^NF_N ,$$
+
+with $F_0 = F$ and, for $n \ge 1$ (THEORY.md §2),
+
+$$F_n = -\sum_{j=2}^{n+1}\frac{1}{j!}\sum_{k_1+\dots+k_j=n+1-j}
+        \mathcal L_{F_{k_1}}\cdots\mathcal L_{F_{k_{j-1}}}F_{k_j},\qquad
+  (\mathcal L_XG)(x) = G'(x)\,X(x).$$
+
+This module is the plain recursion: each Lie derivative is a `jax.jvp` of a Python closure. It is
+the reference every faster path (`eom.engine._bseries`) is tested against. The inner sums are
+organised as $G^{(m)}_j = \sum_{k_1+\dots+k_j=m}\mathcal L_{F_{k_1}}\cdots F_{k_j}$ with
+$G^{(m)}_1 = F_m$ and $G^{(m)}_j = \sum_{a=0}^{m}\mathcal L_{F_a}G^{(m-a)}_{j-1}$, which is the same
+sum regrouped (no approximation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from .._errors import UnsupportedOrderError
+from .._tree import tree_add, tree_scale
+
+PyTree = Any
+Field = Callable[[PyTree], PyTree]
+
+#: Highest order the engine accepts. The counter-term series is asymptotic; beyond this the
+#: compile time of the reference recursion is prohibitive and the terms are of no practical use.
+MAX_ORDER = 8
+
+
+def check_order(order: Any, *, minimum: int = 0) -> int:
+    """Validate a truncation order and return it as an int."""
+    if isinstance(order, bool) or not isinstance(order, int | np.integer):
+        raise UnsupportedOrderError(f"order must be an integer, got {order!r}.")
+    order = int(order)
+    if order < minimum:
+        raise UnsupportedOrderError(
+            f"order must be ≥ {minimum}, got {order} (order 0 is gradient flow; "
+            "order N adds the counter terms ξ_1 … ξ_N)."
+        )
+    if order > MAX_ORDER:
+        raise UnsupportedOrderError(
+            f"order {order} is above the supported maximum {MAX_ORDER}; use an order between "
+            f"{minimum} and {MAX_ORDER} (in practice 1–4 already capture the error)."
+        )
+    return order
+
+
+def lie_derivative(X: Field, G: Field) -> Field:
+    """$(\\mathcal L_X G)(x) = G'(x) X(x)$ as a new field (one `jax.jvp`)."""
+
+    def LXG(x):
+        return jax.jvp(G, (x,), (X(x),))[1]
+
+    return LXG
+
+
+def _sum_fields(fields: list[Field], coeffs: list[float]) -> Field:
+    def summed(x):
+        out = None
+        for f, c in zip(fields, coeffs, strict=True):
+            term = tree_scale(c, f(x))
+            out = term if out is None else tree_add(out, term)
+        return out
+
+    return summed
+
+
+def modified_field_terms(field: Field, order: int) -> tuple[Field, ...]:
+    """The fields $(F_0 = F, F_1, \\dots, F_{order})$ as Python callables (reference recursion)."""
+    order = check_order(order)
+    F: list[Field] = [field]
+    G: dict[tuple[int, int], Field] = {}
+
+    def g(j: int, m: int) -> Field:
+        # G_j^{(m)}: sum over compositions of m into j non-negative parts.
+        if (j, m) not in G:
+            if j == 1:
+                G[(j, m)] = F[m]
+            else:
+                parts = [lie_derivative(F[a], g(j - 1, m - a)) for a in range(m + 1)]
+                G[(j, m)] = _sum_fields(parts, [1.0] * len(parts))
+        return G[(j, m)]
+
+    for n in range(1, order + 1):
+        parts = [g(j, n + 1 - j) for j in range(2, n + 2)]
+        coeffs = [-1.0 / math.factorial(j) for j in range(2, n + 2)]
+        F.append(_sum_fields(parts, coeffs))
+    return tuple(F)
+
+
+def modified_terms(field: Field, x: PyTree, order: int) -> tuple[PyTree, ...]:
+    r"""Evaluate the explicit-Euler modified-equation terms $(F_1(x), \dots, F_{order}(x))$.
+
+    **Arguments:**
+
+    - `field`: a vector field `x -> F(x)` returning a pytree of the same structure as `x`.
+    - `x`: the point (a pytree of float arrays).
+    - `order`: how many terms, $N \ge 0$; `order=0` returns `()`.
+
+    **Returns:** a tuple of `order` pytrees shaped like `x`. With step $h$, the time-$h$ flow of
+    $F + \sum_{n\le N} h^nF_n$ equals $x + hF(x)$ up to $O(h^{N+2})$.
+    """
+    terms = modified_field_terms(field, order)
+    return tuple(f(x) for f in terms[1:])
+
+
+def modified_field(field: Field, h: float, order: int) -> Field:
+    r"""The truncated modified field $x \mapsto F(x) + hF_1(x) + \dots + h^{N}F_N(x)$."""
+    terms = modified_field_terms(field, order)
+    return _sum_fields(list(terms), [h**n for n in range(order + 1)])

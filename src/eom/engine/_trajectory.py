@@ -1,0 +1,280 @@
+r"""Gradient descent and EoM trajectories on a common time grid.
+
+GD: $\theta_{k+1} = \theta_k - \eta\nabla L_\lambda(\theta_k)$. EoM of order $N$:
+$\dot\theta = -\nabla L_\lambda - \sum_{k\le N}\eta^k\xi_k$, solved with a diffrax adaptive solver
+and sampled at $t = k\eta$. Both are advanced chunk by chunk (a fixed number of saved points per
+jitted call), so memory grows only with what is saved and a Python loop can report progress.
+
+The two primitives here — `gd_advance` (a run of GD steps) and `ode_advance` (one adaptive solve
+sampled at given times) — are the only places GD and the EoM are stepped; `eom.compare` and the
+analyses reuse them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, PyTree
+
+from .._errors import DivergenceError, EomError
+from .._tree import tree_add, tree_scale
+from ._counter import Method, check_loss, check_lr, grad_and_terms_fn, regularized
+from ._modified import check_order
+
+#: Saved points per jitted chunk. Bounds the memory of one chunk to CHUNK × (number of params).
+CHUNK = 64
+
+
+class Trajectory(eqx.Module):
+    """Saved points of a GD or EoM run.
+
+    - `steps`: int array of GD step indices $k$ (always starts at 0 and ends at `num_steps`).
+    - `times`: $t = k\\eta$.
+    - `params`: the params pytree with a leading axis over saved points.
+    - `loss`: the loss (without weight decay) at each saved point.
+    """
+
+    steps: Int[Array, " n"]
+    times: Float[Array, " n"]
+    params: PyTree
+    loss: Float[Array, " n"]
+
+    def at(self, i: int) -> PyTree:
+        """The params at saved point `i`."""
+        return jax.tree.map(lambda x: x[i], self.params)
+
+
+@functools.cache
+def _field_fn(loss: Callable, order: int, weight_decay: float, method: str) -> Callable:
+    """`(params, lr) -> EoM field`; cached so jitted callers see the same function object."""
+    loss_wd = regularized(loss, weight_decay)
+    if order == 0:
+        grad = jax.grad(loss_wd)
+        return lambda p, lr: tree_scale(-1.0, grad(p))
+    fn = grad_and_terms_fn(loss_wd, order, method=method)
+
+    def field(p, lr):
+        g, xi = fn(p)
+        out = tree_scale(-1.0, g)
+        for k, term in enumerate(xi, start=1):
+            out = tree_add(out, tree_scale(-(lr**k), term))
+        return out
+
+    return field
+
+
+def eom_field(loss, order: int, weight_decay: float = 0.0, method: Method = "auto") -> Callable:
+    """The EoM field as `(params, lr) -> dθ/dt` (lr traced, so sweeps do not recompile)."""
+    return _field_fn(loss, check_order(order), float(weight_decay), method)
+
+
+def gd_advance(grad_wd: Callable, params: PyTree, lr, num: Int[Array, ""]) -> PyTree:
+    """`num` (traced) GD steps on the regularized gradient `grad_wd`."""
+
+    def body(_, p):
+        return jax.tree.map(lambda x, g: x - lr * g, p, grad_wd(p))
+
+    return jax.lax.fori_loop(0, num, body, params)
+
+
+def default_solver() -> diffrax.AbstractAdaptiveSolver:
+    """Dopri8: 8th-order explicit RK, the efficient choice at the tight tolerances we need."""
+    return diffrax.Dopri8()
+
+
+def ode_advance(
+    field: Callable,
+    y0: PyTree,
+    t0,
+    ts: Float[Array, " c"],
+    lr,
+    *,
+    solver,
+    rtol: float,
+    atol: float,
+    dt0,
+    max_steps: int = 100_000,
+):
+    """Solve $\\dot y = $ `field(y, lr)` from `t0`, returning (ys at `ts`, result, steps taken)."""
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(lambda t, y, args: field(y, args)),
+        solver,
+        t0=t0,
+        t1=ts[-1],
+        dt0=dt0,
+        y0=y0,
+        args=lr,
+        saveat=diffrax.SaveAt(ts=ts),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps,
+        throw=False,
+    )
+    return sol.ys, sol.result, sol.stats["num_accepted_steps"]
+
+
+def save_grid(num_steps: int, save_every: int) -> np.ndarray:
+    """Steps 0, save_every, 2·save_every, … and always `num_steps` itself."""
+    num_steps, save_every = int(num_steps), int(save_every)
+    if num_steps < 0:
+        raise EomError(f"num_steps must be ≥ 0, got {num_steps}.")
+    if save_every < 1:
+        raise EomError(f"save_every must be ≥ 1, got {save_every}.")
+    grid = np.arange(0, num_steps + 1, save_every)
+    if grid[-1] != num_steps:
+        grid = np.append(grid, num_steps)
+    return grid
+
+
+def chunks(grid: np.ndarray, size: int = CHUNK) -> Iterator[tuple[np.ndarray, int]]:
+    """Split `grid[1:]` into fixed-size chunks (padded by repeating the last step).
+
+    Yields `(padded_steps, n_valid)`; padding keeps one compiled shape for every chunk.
+    """
+    rest = grid[1:]
+    for i in range(0, len(rest), size):
+        part = rest[i : i + size]
+        n = len(part)
+        if n < size:
+            part = np.concatenate([part, np.full(size - n, part[-1])])
+        yield part, n
+
+
+def _stack(points: list[PyTree]) -> PyTree:
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *points)
+
+
+def _loss_trace(loss, params_stacked):
+    return jax.vmap(loss)(params_stacked)
+
+
+@functools.cache
+def _gd_chunk_fn(loss, weight_decay):
+    grad_wd = jax.grad(regularized(loss, weight_decay))
+
+    @jax.jit
+    def run(p, lr, counts):
+        def body(p, n):
+            p = gd_advance(grad_wd, p, lr, n)
+            return p, p
+
+        return jax.lax.scan(body, p, counts)
+
+    return run
+
+
+@functools.cache
+def _ode_chunk_fn(loss, order, weight_decay, method, solver, rtol, atol, max_steps):
+    field = eom_field(loss, order, weight_decay, method)
+
+    @jax.jit
+    def run(y0, t0, ts, lr, dt0):
+        ys, result, nsteps = ode_advance(
+            field, y0, t0, ts, lr, solver=solver, rtol=rtol, atol=atol, dt0=dt0,
+            max_steps=max_steps,
+        )
+        return ys, result == diffrax.RESULTS.successful, nsteps
+
+    return run
+
+
+def _check_finite(loss_values: np.ndarray, steps: np.ndarray, what: str, lr: float) -> None:
+    bad = ~np.isfinite(loss_values)
+    if bad.any():
+        k = int(steps[np.argmax(bad)])
+        raise DivergenceError(
+            f"{what} diverged: the loss is not finite at step {k} with learning rate {lr:g}. "
+            "Lower the learning rate (GD is stable only for lr·λ_max < 2; the EoM is accurate "
+            "for lr·λ_max well below 1)."
+        )
+
+
+def gradient_descent(
+    loss: Callable[[PyTree], Float[Array, ""]],
+    params0: PyTree,
+    lr: float,
+    num_steps: int,
+    *,
+    weight_decay: float = 0.0,
+    save_every: int = 1,
+) -> Trajectory:
+    r"""Run full-batch GD $\theta_{k+1} = \theta_k - \eta\nabla L_\lambda(\theta_k)$.
+
+    Saves every `save_every` steps (and the last step); memory is O(saved points).
+    Raises `DivergenceError` if the loss becomes non-finite.
+    """
+    check_loss(loss, params0)
+    lr = check_lr(lr)
+    grid = save_grid(num_steps, save_every)
+    run = _gd_chunk_fn(loss, float(weight_decay))
+    p, saved = params0, [jax.tree.map(lambda x: x[None], params0)]
+    prev = 0
+    for part, n in chunks(grid):
+        counts = np.diff(np.concatenate([[prev], part]))
+        p_end, ps = run(p, lr, jnp.asarray(counts))
+        saved.append(jax.tree.map(lambda x: x[:n], ps))
+        p, prev = jax.tree.map(lambda x: x[n - 1], ps), part[n - 1]
+        del p_end
+    params = _stack(saved)
+    losses = _loss_trace(loss, params)
+    _check_finite(np.asarray(losses), grid, "gradient descent", lr)
+    return Trajectory(jnp.asarray(grid), jnp.asarray(grid * lr), params, losses)
+
+
+def integrate(
+    loss: Callable[[PyTree], Float[Array, ""]],
+    params0: PyTree,
+    lr: float,
+    num_steps: int,
+    order: int,
+    *,
+    weight_decay: float = 0.0,
+    save_every: int = 1,
+    rtol: float | None = None,
+    atol: float | None = None,
+    solver: diffrax.AbstractAdaptiveSolver | None = None,
+    method: Method = "auto",
+    max_steps: int = 100_000,
+) -> Trajectory:
+    r"""Solve the order-$N$ EoM $\dot\theta = -\nabla L_\lambda - \sum_{k=1}^{N}\eta^k\xi_k$.
+
+    Sampled at $t = k\eta$ on the same grid as `gradient_descent(..., save_every)`, so the two
+    trajectories subtract leaf by leaf. `order=0` is gradient flow. Defaults: Dopri8 with
+    `rtol=1e-10`, `atol=1e-12` (float64 needed for meaningful errors below ~1e-7).
+    """
+    check_loss(loss, params0)
+    lr = check_lr(lr)
+    order = check_order(order)
+    rtol = 1e-10 if rtol is None else float(rtol)
+    atol = 1e-12 if atol is None else float(atol)
+    solver = default_solver() if solver is None else solver
+    grid = save_grid(num_steps, save_every)
+    run = _ode_chunk_fn(loss, order, float(weight_decay), method, solver, rtol, atol, max_steps)
+    y, t0, dt0 = params0, 0.0, 0.1 * lr
+    saved = [jax.tree.map(lambda x: x[None], params0)]
+    for part, n in chunks(grid):
+        ys, ok, nsteps = run(y, t0, jnp.asarray(part * lr), lr, dt0)
+        if not bool(ok):
+            raise EomError(
+                f"the ODE solver failed between t={t0:g} and t={part[n - 1] * lr:g} "
+                f"(order {order}, lr {lr:g}): the EoM is stiff or diverging there. Lower the "
+                "learning rate, or raise max_steps / loosen rtol, atol."
+            )
+        saved.append(jax.tree.map(lambda x: x[:n], ys))
+        y = jax.tree.map(lambda x: x[n - 1], ys)
+        span = float(part[n - 1] * lr - t0)
+        t0 = float(part[n - 1] * lr)
+        dt0 = span / max(int(nsteps), 1)
+    params = _stack(saved)
+    losses = _loss_trace(loss, params)
+    _check_finite(np.asarray(losses), grid, f"the order-{order} EoM", lr)
+    return Trajectory(jnp.asarray(grid), jnp.asarray(grid * lr), params, losses)
+
+
+
