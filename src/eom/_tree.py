@@ -66,4 +66,5 @@ def check_params(params: PyTree, name: str = "params") -> None:
 
 def leaf_paths(params: PyTree) -> list[str]:
     """Human-readable key paths of the leaves, in flattening order."""
-    return [jax.tree_util.keystr(p) or "<root>" for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    return [jax.tree_util.keystr(p) or "<root>" for p, _ in flat]

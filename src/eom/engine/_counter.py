@@ -27,7 +27,7 @@ Method = Literal["auto", "reference", "bseries"]
 
 
 def regularized(loss: Loss, weight_decay: float = 0.0) -> Loss:
-    r"""$L_\lambda(\theta) = L(\theta) + \tfrac{\lambda}{2}\lVert\theta\rVert^2$ (identity for λ = 0)."""
+    r"""$L_\lambda(\theta) = L(\theta) + \tfrac{\lambda}{2}\lVert\theta\rVert^2$ (λ = 0: `loss`)."""
     weight_decay = float(weight_decay)
     if weight_decay < 0:
         raise EomError(f"weight_decay must be ≥ 0, got {weight_decay}.")
@@ -45,7 +45,9 @@ def check_loss(loss: Loss, params: PyTree) -> None:
     """Raise a clear ValueError if `loss(params)` is not a real scalar."""
     check_params(params)
     if not callable(loss):
-        raise EomError(f"loss must be a callable loss(params) -> scalar, got {type(loss).__name__}.")
+        raise EomError(
+            f"loss must be a callable loss(params) -> scalar, got {type(loss).__name__}."
+        )
     try:
         out = jax.eval_shape(loss, params)
     except Exception as exc:  # noqa: BLE001 — re-raised with context
@@ -108,7 +110,7 @@ def _auto_method(order: int) -> str:
 def counter_terms(
     loss: Loss, params: PyTree, order: int, *, weight_decay: float = 0.0, method: Method = "auto"
 ) -> tuple[PyTree, ...]:
-    r"""The counter terms $(\xi_1(\theta), \dots, \xi_{order}(\theta))$ of gradient descent on `loss`.
+    r"""The counter terms $(\xi_1(\theta), \dots, \xi_{order}(\theta))$ of GD on `loss`.
 
     $\xi_k = -F_k$ for $F = -\nabla L_\lambda$ (THEORY.md §2); e.g. $\xi_1 = \tfrac12 H\nabla L$.
     Matrix-free: only `jax.jvp`/`jax.grad` are used, no Hessian is formed.
@@ -129,7 +131,7 @@ def counter_terms(
 def vector_field(
     loss: Loss, lr: float, order: int, *, weight_decay: float = 0.0, method: Method = "auto"
 ) -> Callable[[PyTree], PyTree]:
-    r"""The order-$N$ EoM field $\theta \mapsto -\nabla L_\lambda - \sum_{k=1}^{N}\eta^k\xi_k(L_\lambda)$.
+    r"""The order-$N$ EoM field $\theta\mapsto-\nabla L_\lambda-\sum_{k=1}^{N}\eta^k\xi_k(L_\lambda)$.
 
     `order=0` is gradient flow. The returned function is pure and jit-compatible.
     """

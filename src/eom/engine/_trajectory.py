@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 
-
 import diffrax
 import equinox as eqx
 import jax
@@ -170,11 +169,11 @@ def _gd_chunk_fn(loss, weight_decay):
 
 
 @functools.cache
-def _ode_chunk_fn(loss, order, weight_decay, method, solver, rtol, atol, max_steps):
+def _ode_chunk_fn(loss, order, weight_decay, method, solver, max_steps):
     field = eom_field(loss, order, weight_decay, method)
 
     @jax.jit
-    def run(y0, t0, ts, lr, dt0):
+    def run(y0, t0, ts, lr, dt0, rtol, atol):
         ys, result, nsteps = ode_advance(
             field, y0, t0, ts, lr, solver=solver, rtol=rtol, atol=atol, dt0=dt0,
             max_steps=max_steps,
@@ -255,11 +254,11 @@ def integrate(
     atol = 1e-12 if atol is None else float(atol)
     solver = default_solver() if solver is None else solver
     grid = save_grid(num_steps, save_every)
-    run = _ode_chunk_fn(loss, order, float(weight_decay), method, solver, rtol, atol, max_steps)
+    run = _ode_chunk_fn(loss, order, float(weight_decay), method, solver, max_steps)
     y, t0, dt0 = params0, 0.0, 0.1 * lr
     saved = [jax.tree.map(lambda x: x[None], params0)]
     for part, n in chunks(grid):
-        ys, ok, nsteps = run(y, t0, jnp.asarray(part * lr), lr, dt0)
+        ys, ok, nsteps = run(y, t0, jnp.asarray(part * lr), lr, dt0, rtol, atol)
         if not bool(ok):
             raise EomError(
                 f"the ODE solver failed between t={t0:g} and t={part[n - 1] * lr:g} "

@@ -1,0 +1,15 @@
+"""Measurement: GD vs GF/EoM errors, the predicted error, order-of-accuracy sweeps."""
+
+from ._compare import (
+    CompareState as CompareState,
+    Comparison as Comparison,
+    auto_tolerance as auto_tolerance,
+    compare as compare,
+    compare_chunks as compare_chunks,
+)
+from ._predict import PredictedError as PredictedError, predicted_error as predicted_error
+from ._sweep import (
+    OrderSweep as OrderSweep,
+    loglog_slope as loglog_slope,
+    order_sweep as order_sweep,
+)
