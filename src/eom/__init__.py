@@ -1,7 +1,7 @@
-"""eom — the equation of motion (EoM) of gradient descent.
+r"""eom — the equation of motion (EoM) of gradient descent.
 
-Gradient descent $\\theta_{k+1} = \\theta_k - \\eta\\nabla L(\\theta_k)$ is reproduced at $t = k\\eta$
-by the EoM $\\dot\\theta = -\\nabla L - \\sum_k \\eta^k\\xi_k$, gradient flow plus counter terms.
+Gradient descent $\theta_{k+1} = \theta_k - \eta\nabla L(\theta_k)$ is reproduced at $t = k\eta$
+by the EoM $\dot\theta = -\nabla L - \sum_k \eta^k\xi_k$: gradient flow plus counter terms.
 
 Importing eom turns on JAX's float64 mode (`jax_enable_x64`): discretization errors of 1e-10 are
 invisible in float32. Set `EOM_NO_X64=1` before importing to keep JAX's default.
@@ -29,4 +29,13 @@ from .engine import (  # noqa: E402
     modified_field as modified_field,
     modified_terms as modified_terms,
     vector_field as vector_field,
+)
+from .measure import (  # noqa: E402
+    CompareState as CompareState,
+    Comparison as Comparison,
+    OrderSweep as OrderSweep,
+    PredictedError as PredictedError,
+    compare as compare,
+    order_sweep as order_sweep,
+    predicted_error as predicted_error,
 )

@@ -131,7 +131,7 @@ def counter_terms(
 def vector_field(
     loss: Loss, lr: float, order: int, *, weight_decay: float = 0.0, method: Method = "auto"
 ) -> Callable[[PyTree], PyTree]:
-    r"""The order-$N$ EoM field $\theta\mapsto-\nabla L_\lambda-\sum_{k=1}^{N}\eta^k\xi_k(L_\lambda)$.
+    r"""The order-$N$ EoM field $\theta\mapsto-\nabla L_\lambda-\sum_{k\le N}\eta^k\xi_k$.
 
     `order=0` is gradient flow. The returned function is pure and jit-compatible.
     """
