@@ -186,6 +186,7 @@ class CompareState:
     bound: np.ndarray
     solver_error: np.ndarray
     solver_rate: np.ndarray  # latest measured solver error per recorded point, per order
+    diag_v: np.ndarray | None = None  # warm start of the λ_max iteration (flat), if diagnosing
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat float64 arrays (np.savez-able without pickle)."""
@@ -202,6 +203,8 @@ class CompareState:
             out[f"theta_{i}"] = np.asarray(ravel_pytree(th)[0])
         for i, e in enumerate(self.ehat):
             out[f"ehat_{i}"] = np.asarray(ravel_pytree(e)[0])
+        if self.diag_v is not None:
+            out["diag_v"] = np.asarray(self.diag_v)
         return out
 
     @classmethod
@@ -217,6 +220,7 @@ class CompareState:
             bound=np.asarray(arrays["bound"]),
             solver_error=np.asarray(arrays["solver_error"]),
             solver_rate=np.asarray(arrays["solver_rate"]),
+            diag_v=np.asarray(arrays["diag_v"]) if "diag_v" in arrays else None,
         )
 
 
@@ -334,6 +338,7 @@ def compare_chunks(
     predict: bool = False,
     solve: bool = True,
     keep_params: bool = False,
+    diagnose_every: int | None = None,
     verify_every: int = 8,
     solver=None,
     method: str = "auto",
@@ -377,6 +382,8 @@ def compare_chunks(
     ode_runs = [_ode_chunk_fn(loss, n, weight_decay, method, solver, max_steps) for n in orders]
     metrics = _metrics_fn(loss, m if solve else 0)
     all_chunks = list(chunks(grid, chunk_size))
+    diag_at = _diagnosis_mask(grid, diagnose_every)
+    diagnose = _diagnose_fn(loss, max(orders), weight_decay, method) if diag_at.any() else None
     for ci in range(state.chunk, len(all_chunks)):
         part, nvalid = all_chunks[ci]
         prev_step = int(grid[state.index])
@@ -458,6 +465,12 @@ def compare_chunks(
             for i, n in enumerate(orders):
                 if solve:
                     recs[f"_params_{n}"] = jax.tree.map(lambda x: np.asarray(x[:nvalid]), ys[i])
+        diag_v = state.diag_v
+        if diagnose is not None:
+            diag_v = _record_diagnostics(
+                recs, diagnose, thetas_gd, diag_at[state.index + 1 : state.index + 1 + nvalid],
+                lr, max(orders), diag_v,
+            )
         recs["_wall"] = time.perf_counter() - tic
         # Divergence: keep what is valid, then stop with a clear message.
         bad = ~np.isfinite(loss_gd)
@@ -481,8 +494,50 @@ def compare_chunks(
             bound=np.asarray(bound_end),
             solver_error=solver_err,
             solver_rate=solver_rate,
+            diag_v=diag_v,
         )
         yield recs, state
+
+
+def _diagnosis_mask(grid: np.ndarray, every: int | None) -> np.ndarray:
+    """Which grid points get diagnostics: the first recorded step at or after each multiple of
+    `every`, and the last step."""
+    mask = np.zeros(len(grid), bool)
+    if not every:
+        return mask
+    every = int(every)
+    if every < 1:
+        raise EomError(f"diagnose_every must be ≥ 1 (or None to switch it off), got {every}.")
+    mask[1:] = (grid[1:] // every) > (grid[:-1] // every)
+    mask[-1] = len(grid) > 1
+    return mask
+
+
+@functools.cache
+def _diagnose_fn(loss, order, weight_decay, method):
+    from ..analysis import diagnostics_fn
+
+    return jax.jit(diagnostics_fn(loss, order, weight_decay=weight_decay, method=method))
+
+
+def _record_diagnostics(recs, diagnose, thetas_gd, mask, lr, order, v):
+    """Fill `eta_lambda_max`, `ratio_k` and `regime` columns (NaN/'' where not diagnosed)."""
+    from ..analysis import regimes
+
+    n = len(mask)
+    eta_lam = np.full(n, np.nan)
+    ratios = np.full((n, order + 1), np.nan)
+    for i in np.flatnonzero(mask):
+        theta = jax.tree.map(lambda x: x[i], thetas_gd)
+        x, r, v = diagnose(theta, lr, None if v is None else jnp.asarray(v))
+        eta_lam[i], ratios[i] = float(x), np.asarray(r)
+        v = np.asarray(v)
+    recs["eta_lambda_max"] = eta_lam
+    for k in range(order + 1):
+        recs[f"ratio_{k}"] = ratios[:, k]
+    labels = np.where(np.isfinite(eta_lam), regimes(np.nan_to_num(eta_lam)), "")
+    recs["regime"] = labels.astype(str)
+    return v
 
 
 def _slice_records(recs: dict, n: int) -> dict:
@@ -564,8 +619,17 @@ def assemble(
         predicted=per("predicted", predict),
         bound=per("bound", predict),
         params=params,
+        diagnostics=_diagnostic_columns(records),
         wall_time={"total": float(sum(r["_wall"] for r in records))},
     )
+
+
+def _diagnostic_columns(records: list[dict]) -> dict[str, np.ndarray] | None:
+    if not records or "eta_lambda_max" not in records[0]:
+        return None
+    keys = [k for k in records[0] if k == "eta_lambda_max" or k.startswith("ratio_")]
+    keys.append("regime")
+    return {k: np.concatenate([r[k] for r in records]) for k in keys}
 
 
 def compare(
@@ -583,6 +647,7 @@ def compare(
     local: bool = False,
     predict: bool = False,
     solve: bool = True,
+    diagnose_every: int | None = None,
     verify_every: int = 8,
     solver: diffrax.AbstractAdaptiveSolver | None = None,
     method: str = "auto",
@@ -601,6 +666,9 @@ def compare(
     - `keep_params`: also return the parameters at recorded steps (memory O(recorded × params)).
     - `local`: also measure the one-step error $\lVert\Phi^{(N)}_\eta(\theta_k)-\theta_{k+1}\rVert$.
     - `predict`: also run the prediction $\hat e$ of THEORY.md §3 and its bound.
+    - `diagnose_every`: every this many steps record ηλ_max (warm-started Lanczos), the term
+      ratios $r_k = \eta\lVert\xi_{k+1}\rVert/\lVert\xi_k\rVert$ and the regime label
+      (`eom.analysis`); `None` switches diagnostics off.
     - `verify_every`: re-solve every this many chunks at 100× tighter tolerance (solver error).
 
     **Returns:** a `Comparison`. Raises `DivergenceError` if GD's loss becomes non-finite.
@@ -614,8 +682,8 @@ def compare(
         for recs, _ in compare_chunks(
             loss, params0, lr, num_steps, orders, weight_decay=weight_decay,
             record_every=record_every, rtol=tol[0], atol=tol[1], local=local, predict=predict,
-            solve=solve, keep_params=keep_params, verify_every=verify_every, solver=solver,
-            method=method,
+            solve=solve, keep_params=keep_params, diagnose_every=diagnose_every,
+            verify_every=verify_every, solver=solver, method=method,
         )
     ]
     return assemble(
