@@ -1,0 +1,1 @@
+"""User models for `eom run --model examples.<module>:factory` (run from the repository root)."""
