@@ -4,15 +4,13 @@ Every error measurement needs float64. Strict promotion makes an accidental floa
 error instead of a silent loss of precision.
 """
 
-import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import numpy as np
+import pytest
 
-import eom  # noqa: E402,F401  (turns on x64)
+import eom  # noqa: F401  (turns on x64)
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")

@@ -10,6 +10,8 @@ from ._compare import (
 from ._predict import PredictedError as PredictedError, predicted_error as predicted_error
 from ._sweep import (
     OrderSweep as OrderSweep,
+    fit_sweep as fit_sweep,
     loglog_slope as loglog_slope,
     order_sweep as order_sweep,
+    sweep_point as sweep_point,
 )

@@ -448,7 +448,7 @@ def compare_chunks(
                 with np.errstate(divide="ignore", invalid="ignore"):
                     recs[f"relative_error_{n}"] = np.where(disp > 0, err / disp, np.nan)
                 recs[f"solver_error_{n}"] = serr
-                recs[f"flagged_{n}"] = ~(err >= SOLVER_MARGIN * serr)
+                recs[f"flagged_{n}"] = (~(err >= SOLVER_MARGIN * serr)).astype(int)
                 recs[f"_leaf_error_{n}"] = err_leaf
                 solver_err[i] = serr[-1]
             if predict:

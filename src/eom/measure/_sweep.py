@@ -63,6 +63,40 @@ def steps_for_horizon(horizon: float, lr: float) -> int:
     return kr
 
 
+def sweep_point(
+    loss: Callable[[PyTree], Float[Array, ""]],
+    params0: PyTree,
+    lr: float,
+    orders: Sequence[int],
+    horizon: float,
+    *,
+    weight_decay: float = 0.0,
+    rtol=None,
+    atol=None,
+    method: str = "auto",
+) -> tuple[dict[int, float], dict[int, bool]]:
+    """One learning rate of a sweep: the error of each order at time `horizon` and its flag."""
+    k = steps_for_horizon(horizon, lr)
+    c = compare(loss, params0, lr, k, tuple(orders), weight_decay=weight_decay, record_every=k,
+                rtol=rtol, atol=atol, method=method)
+    return ({n: float(c.error[n][-1]) for n in c.orders},
+            {n: bool(c.flagged[n][-1]) for n in c.orders})
+
+
+def fit_sweep(horizon, lrs, orders, errors: dict, flagged: dict) -> OrderSweep:
+    """Assemble an `OrderSweep` from per-lr results (`errors[n][j]` for lr `lrs[j]`)."""
+    lrs = np.asarray(lrs, float)
+    idx = np.argsort(lrs)
+    lrs = lrs[idx]
+    err = {n: np.asarray(errors[n], float)[idx] for n in orders}
+    flg = {n: np.asarray(flagged[n], bool)[idx] for n in orders}
+    slope, se = {}, {}
+    for n in orders:
+        slope[n], se[n] = loglog_slope(lrs, err[n])
+    ks = np.array([steps_for_horizon(horizon, lr) for lr in lrs])
+    return OrderSweep(float(horizon), lrs, tuple(orders), ks, err, flg, slope, se)
+
+
 def order_sweep(
     loss: Callable[[PyTree], Float[Array, ""]],
     params0: PyTree,
@@ -81,20 +115,18 @@ def order_sweep(
 
     Each learning rate is one `eom.compare` run recording only the final step.
     """
-    lrs = np.asarray(sorted(float(x) for x in lrs))
+    lrs = [float(x) for x in lrs]
     orders = tuple(int(n) for n in orders)
-    ks = np.array([steps_for_horizon(horizon, lr) for lr in lrs])
-    err = {n: np.zeros(len(lrs)) for n in orders}
-    flg = {n: np.zeros(len(lrs), bool) for n in orders}
-    for j, (lr, k) in enumerate(zip(lrs, ks, strict=True)):
-        c = compare(loss, params0, lr, int(k), orders, weight_decay=weight_decay,
-                    record_every=int(k), rtol=rtol, atol=atol, method=method)
+    for lr in lrs:
+        steps_for_horizon(horizon, lr)  # fail fast, before any run
+    err = {n: [] for n in orders}
+    flg = {n: [] for n in orders}
+    for j, lr in enumerate(lrs):
+        e, f = sweep_point(loss, params0, lr, orders, horizon, weight_decay=weight_decay,
+                           rtol=rtol, atol=atol, method=method)
         for n in orders:
-            err[n][j] = c.error[n][-1]
-            flg[n][j] = c.flagged[n][-1]
+            err[n].append(e[n])
+            flg[n].append(f[n])
         if progress is not None:
             progress(j + 1, len(lrs))
-    slope, se = {}, {}
-    for n in orders:
-        slope[n], se[n] = loglog_slope(lrs, err[n])
-    return OrderSweep(float(horizon), lrs, orders, ks, err, flg, slope, se)
+    return fit_sweep(horizon, lrs, orders, err, flg)

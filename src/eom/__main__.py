@@ -1,0 +1,3 @@
+from eom.cli import main
+
+main()

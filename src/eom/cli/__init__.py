@@ -1,0 +1,3 @@
+"""The `eom` command line (typer + rich): a thin layer over the library."""
+
+from ._app import app as app, main as main
