@@ -212,6 +212,68 @@ def _print_run_summary(results: dict, rd, rows_fn) -> None:
 
 @app.command()
 @friendly
+def sweep(
+    model: ModelOpt = None,
+    dataset: DatasetOpt = None,
+    lrs: Annotated[str | None, typer.Option(
+        "--lrs", help="Learning rates, e.g. 0.2,0.1,0.05. [default: η_0·2^-j, j < --num-lrs, "
+                      "η_0 from --target]")] = None,
+    num_lrs: Annotated[int | None, typer.Option(
+        "--num-lrs", help="How many halvings of η_0 when --lrs is not given. [default: 4]")] = None,
+    target: TargetOpt = None,
+    horizon_steps: Annotated[int | None, typer.Option(
+        "--horizon-steps", help="The fixed time T is this many steps of the largest η. "
+                                "[default: 20]")] = None,
+    orders: OrdersOpt = None,
+    weight_decay: WdOpt = None,
+    seed: SeedOpt = None,
+    subset: SubsetOpt = None,
+    width: WidthOpt = None,
+    depth: DepthOpt = None,
+    name: NameOpt = None,
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    overwrite: OverwriteOpt = False,
+):
+    """Learning rates × orders: error at a fixed time T against η, with fitted log–log slopes.
+
+    The order-N EoM's error at fixed T falls like η^(N+1). Writes the order-of-accuracy figure,
+    a table and a report, like `eom run`.
+    """
+    from ._settings import build_settings, load_toml
+    from ._store import RunDir
+    from ._sweep import SweepSettings, execute_sweep, parse_lrs
+
+    flags = dict(model=model, dataset=dataset, lrs=parse_lrs(lrs), num_lrs=num_lrs,
+                 target=target, horizon_steps=horizon_steps, orders=orders,
+                 weight_decay=weight_decay, seed=seed, subset=subset, width=width, depth=depth,
+                 name=name, out=str(out) if out is not None else None)
+    file_values = load_toml(config, SweepSettings)
+    if "lrs" in file_values:
+        file_values["lrs"] = parse_lrs(file_values["lrs"])
+    s = build_settings(file_values, flags, SweepSettings)
+    rd = RunDir(out_dir(s.name, Path(s.out) if s.out else None))
+    resuming = rd.prepare(s.as_dict(), overwrite=overwrite, command="sweep")
+    console.print(f"eom {__version__}: writing to [bold]{rd.path}[/] (float64)")
+    with progress_bar() as bar:
+        task = bar.add_task("sweep", total=None)
+        results = execute_sweep(
+            s, rd, resuming=resuming,
+            on_start=lambda done, total: bar.update(task, completed=done, total=total),
+            on_progress=lambda k: bar.advance(task, k),
+        )
+    t = Table(title=f"order of accuracy at T = {results['horizon']:.3g}", box=box.SIMPLE_HEAD)
+    for h in ("", "slope", "± s.e.", "theory"):
+        t.add_column(h, justify="right")
+    for n, sl in results.get("slope", {}).items():
+        se = results["slope_stderr"][n]
+        t.add_row(f"order {n}", f"{sl:.3f}", "–" if se is None else f"{se:.3f}", str(int(n) + 1))
+    console.print(t)
+    console.print(f"report: [bold]{rd.report_path}[/]")
+
+
+@app.command()
+@friendly
 def report(folder: Annotated[Path, typer.Argument(help="A run folder written by eom.")]):
     """Rebuild the figures and report.html of a run folder from its files."""
     from ._run import write_report

@@ -113,7 +113,7 @@ def build_settings(file_values: dict, flags: dict, cls=RunSettings):
 
 def validate(s) -> None:
     checks = [
-        ("steps", 1), ("record_every", 1), ("seed", 0),
+        ("steps", 1), ("record_every", 1), ("seed", 0), ("num_lrs", 2), ("horizon_steps", 1),
     ]
     for name, lo in checks:
         if hasattr(s, name):
