@@ -232,11 +232,24 @@ def warning_message(
 def regime_warning(
     steps: Sequence[int], eta_lambda_max: ArrayLike, *, lr: float | None = None
 ) -> str | None:
-    """`warning_message` for the first step where the regime worsened, or None if it never did."""
+    """`warning_message` for the first step where the regime worsened, or None if it never did.
+
+    If the run later reached a still worse regime, the message also names the first step of the
+    worst one (e.g. where η·λ_max first crossed 2).
+    """
     x = np.asarray(eta_lambda_max, dtype=np.float64).reshape(-1)
+    steps = [int(s) for s in steps]
     labels = regimes(x)
     step = first_worsening(labels, steps)
     if step is None:
         return None
-    i = list(int(s) for s in steps).index(step)
-    return warning_message(step, x[i], label=labels[i], start_label=labels[0], lr=lr)
+    i = steps.index(step)
+    msg = warning_message(step, x[i], label=labels[i], start_label=labels[0], lr=lr)
+    levels = regime_levels(x)
+    worst = int(np.argmax(levels))  # the first index of the worst level
+    if levels[worst] > levels[i]:
+        msg += (
+            f" Later the run reached {labels[worst]!r} at step {steps[worst]} "
+            f"(η·λ_max = {x[worst]:.3g})."
+        )
+    return msg
