@@ -171,6 +171,9 @@ def test_lambda_max_fn_jittable_and_warm(net, rng):
     lam2_true = np.linalg.eigvalsh(dense_hessian(loss, moved))[-1]
     lam2, _ = fn(moved, v)
     assert rel(lam2, lam2_true) < 1e-10  # warm start: the start angle is ~1e-3, 20 steps suffice
+    # A zero vector means "cold start" (the default direction) without a second trace.
+    lam0, _ = fn(params, jnp.zeros(H.shape[0]))
+    assert float(lam0) <= lam_true * (1 + 1e-12) and rel(lam0, lam_true) < 1e-5
     assert fn._cache_size() == 1  # tracking along a run does not retrace
     assert lambda_max_fn(loss, 20) is lambda_max_fn(loss, 20)
 

@@ -447,11 +447,15 @@ def lambda_max_fn(
     **Accuracy.** The Ritz value never exceeds λ_max (Rayleigh–Ritz; up to rounding), and by the
     Kaniel–Paige bound $0 \le \lambda_1 - \theta_1 \le (\lambda_1 - \lambda_d)
     \big(\tan\angle(v_0, u_1)/T_{m-1}(1 + 2\gamma)\big)^2$ with $\gamma = (\lambda_1 -
-    \lambda_2)/(\lambda_2 - \lambda_d)$ and $T$ the Chebyshev polynomial. With a random start and
-    m = 20 the relative error is typically 1e-6–1e-10 on networks with a separated top eigenvalue;
-    warm starts shrink $\tan\angle$ and make it smaller still. For a tolerance-controlled value use
-    `sharpness`. The function is cached per `(loss, num_iters, weight_decay)`, so jitting it
-    repeatedly does not recompile.
+    \lambda_2)/(\lambda_2 - \lambda_d)$ and $T$ the Chebyshev polynomial. Measured on small tanh
+    networks (131 parameters, top gaps of 4–20 %) from the default start: relative error
+    1e-4–1e-3 with 10 steps and ≤ 3e-12 with 20. Warm starts shrink $\tan\angle$ and the error
+    with it; clustered top spectra (large models) need more steps. For a tolerance-controlled
+    value use `sharpness`.
+
+    The function is cached per `(loss, num_iters, weight_decay)`, so jitting it repeatedly does not
+    recompile. `v0=None` and an array `v0` are different jit signatures: pass a zero vector for a
+    cold start to keep one trace along a run.
     """
     if isinstance(num_iters, bool) or not isinstance(num_iters, int | np.integer) or num_iters < 1:
         raise EomError(f"num_iters must be a positive integer, got {num_iters!r}.")
