@@ -7,7 +7,7 @@ the EoM's counter terms are derivatives of the loss of every order, so ReLU kink
   statistics (stateless), see `BatchNormDense`: each hidden unit's incoming weight row is a
   scale-invariant group, and the softmax output layer has translation-invariant directions.
 - `cnn`: `depth` convolutions (3×3 on images, width 5 on sequences, "SAME" padding, channels
-  `width`, 2·`width`, …), a 2×2 (or 2) average pool, a dense hidden layer and the output layer.
+  `width`, 2·`width`, …), one 2×2 (or 2) average pool, a dense hidden layer, the output layer.
 
 Dense weights are drawn $\mathcal N(0, 1/\text{fan-in})$ (LeCun, suited to tanh), biases are 0;
 the output layer is scaled by `OUTPUT_GAIN` = 0.5, so the initial classification loss is close
@@ -22,7 +22,8 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+import numpy as np
+from jaxtyping import Array, Float
 
 from .._errors import EomError
 from ._data import Dataset
@@ -63,9 +64,9 @@ class Dense(eqx.Module):
     weight: Float[Array, "out inp"]
     bias: Float[Array, " out"]
 
-    def __init__(self, inp: int, out: int, *, gain: float = 1.0, key: PRNGKeyArray):
+    def __init__(self, inp: int, out: int, *, gain: float = 1.0, rng: np.random.Generator):
         std = gain / math.sqrt(inp)
-        self.weight = std * jax.random.normal(key, (out, inp), jnp.float64)
+        self.weight = jnp.asarray(std * rng.standard_normal((out, inp)), jnp.float64)
         self.bias = jnp.zeros((out,), jnp.float64)
 
     def __call__(self, x: Float[Array, "n ..."]) -> Float[Array, "n out"]:
@@ -94,8 +95,8 @@ class BatchNormDense(eqx.Module):
     beta: Float[Array, " out"]
     eps: float = eqx.field(static=True)
 
-    def __init__(self, inp: int, out: int, *, eps: float, key: PRNGKeyArray):
-        self.dense = Dense(inp, out, key=key)
+    def __init__(self, inp: int, out: int, *, eps: float, rng: np.random.Generator):
+        self.dense = Dense(inp, out, rng=rng)
         self.gamma = jnp.ones((out,), jnp.float64)
         self.beta = jnp.zeros((out,), jnp.float64)
         self.eps = float(eps)
@@ -125,20 +126,16 @@ class MLP(eqx.Module):
         activation: str,
         batchnorm: bool = False,
         eps: float = 1e-8,
-        key: PRNGKeyArray,
+        rng: np.random.Generator,
     ):
-        keys = jax.random.split(key, depth + 1)
         sizes = [inp] + [width] * depth
         if batchnorm:
             self.hidden = tuple(
-                BatchNormDense(a, b, eps=eps, key=k)
-                for a, b, k in zip(sizes[:-1], sizes[1:], keys[:-1], strict=True)
+                BatchNormDense(a, b, eps=eps, rng=rng) for a, b in zip(sizes[:-1], sizes[1:])
             )
         else:
-            self.hidden = tuple(
-                Dense(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys[:-1], strict=True)
-            )
-        self.out = Dense(sizes[-1], out, gain=OUTPUT_GAIN, key=keys[-1])
+            self.hidden = tuple(Dense(a, b, rng=rng) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.out = Dense(sizes[-1], out, gain=OUTPUT_GAIN, rng=rng)
         self.activation = activation
 
     def __call__(self, x: Float[Array, "n ..."]) -> Float[Array, "n out"]:
@@ -149,19 +146,47 @@ class MLP(eqx.Module):
         return self.out(h)
 
 
-class CNN(eqx.Module):
-    """Convolutions (channels `width·2^i`), one average pool, a dense hidden layer, the output.
+class Conv(eqx.Module):
+    r"""Batched convolution with "SAME" padding, $y = w * x + b$, on `(n, C, *spatial)` inputs."""
 
-    Inputs of shape `(L,)` use 1-D convolutions with one channel; `(H, W)` 2-D with one channel;
-    `(C, H, W)` 2-D with C channels.
+    weight: Float[Array, "out inp *kernel"]
+    bias: Float[Array, " out"]
+
+    def __init__(self, inp: int, out: int, kernel: tuple[int, ...], *, rng: np.random.Generator):
+        fan_in = inp * math.prod(kernel)
+        w = rng.standard_normal((out, inp, *kernel)) / math.sqrt(fan_in)
+        self.weight = jnp.asarray(w, jnp.float64)
+        self.bias = jnp.zeros((out,), jnp.float64)
+
+    def __call__(self, x: Float[Array, "n c ..."]) -> Float[Array, "n o ..."]:
+        y = jax.lax.conv_general_dilated(
+            x, self.weight, window_strides=(1,) * (x.ndim - 2), padding="SAME"
+        )
+        return y + self.bias.reshape(-1, *([1] * (x.ndim - 2)))
+
+
+def avg_pool2(x: Float[Array, "n c ..."]) -> Float[Array, "n c ..."]:
+    """Average over non-overlapping windows of 2 along each spatial axis (odd edges dropped)."""
+    n, c, *spatial = x.shape
+    half = [s // 2 for s in spatial]
+    x = x[(slice(None), slice(None), *(slice(0, 2 * h) for h in half))]
+    x = x.reshape(n, c, *[d for h in half for d in (h, 2)])
+    return x.mean(axis=tuple(3 + 2 * i for i in range(len(half))))
+
+
+class CNN(eqx.Module):
+    """Convolutions (channels `width·2^i`), one 2× average pool, a dense hidden layer, the output.
+
+    Inputs of shape `(L,)` use 1-D convolutions (width 5) with one channel; `(H, W)` 2-D (3×3)
+    with one channel; `(C, H, W)` 2-D with C channels.
     """
 
-    convs: tuple[eqx.nn.Conv, ...]
-    pool: eqx.nn.AvgPool1d | eqx.nn.AvgPool2d | None
+    convs: tuple[Conv, ...]
     dense: Dense
     out: Dense
     activation: str = eqx.field(static=True)
     channels_shape: tuple[int, ...] = eqx.field(static=True)
+    pool: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -172,50 +197,38 @@ class CNN(eqx.Module):
         depth: int,
         hidden: int,
         activation: str,
-        key: PRNGKeyArray,
+        rng: np.random.Generator,
     ):
         if len(input_shape) == 1:
-            shape, dims, ksize = (1, *input_shape), 1, 5
+            shape, kernel = (1, *input_shape), (5,)
         elif len(input_shape) == 2:
-            shape, dims, ksize = (1, *input_shape), 2, 3
+            shape, kernel = (1, *input_shape), (3, 3)
         elif len(input_shape) == 3:
-            shape, dims, ksize = tuple(input_shape), 2, 3
+            shape, kernel = tuple(input_shape), (3, 3)
         else:
             raise EomError(
                 f"cnn: inputs of shape {input_shape} are not supported; use (L,), (H, W) or "
                 "(C, H, W) samples, or the mlp model."
             )
-        keys = jax.random.split(key, depth + 2)
         chans = [shape[0]] + [width * 2**i for i in range(depth)]
-        self.convs = tuple(
-            eqx.nn.Conv(dims, a, b, ksize, padding="SAME", key=k, dtype=jnp.float64)
-            for a, b, k in zip(chans[:-1], chans[1:], keys[:depth], strict=True)
-        )
+        self.convs = tuple(Conv(a, b, kernel, rng=rng) for a, b in zip(chans[:-1], chans[1:]))
         spatial = shape[1:]
-        if min(spatial) >= 2:
-            pool_cls = eqx.nn.AvgPool1d if dims == 1 else eqx.nn.AvgPool2d
-            self.pool = pool_cls(2, 2)
+        self.pool = min(spatial) >= 2
+        if self.pool:
             spatial = tuple(s // 2 for s in spatial)
-        else:
-            self.pool = None
-        flat = chans[-1] * math.prod(spatial)
-        self.dense = Dense(flat, hidden, key=keys[-2])
-        self.out = Dense(hidden, out, gain=OUTPUT_GAIN, key=keys[-1])
+        self.dense = Dense(chans[-1] * math.prod(spatial), hidden, rng=rng)
+        self.out = Dense(hidden, out, gain=OUTPUT_GAIN, rng=rng)
         self.activation = activation
         self.channels_shape = shape
 
-    def _features(self, x: Float[Array, "c ..."]) -> Float[Array, " f"]:
-        act = _act(self.activation)
-        for conv in self.convs:
-            x = act(conv(x))
-        if self.pool is not None:
-            x = self.pool(x)
-        return x.reshape(-1)
-
     def __call__(self, x: Float[Array, "n ..."]) -> Float[Array, "n out"]:
-        x = x.reshape(x.shape[0], *self.channels_shape)
-        h = jax.vmap(self._features)(x)
-        return self.out(_act(self.activation)(self.dense(h)))
+        act = _act(self.activation)
+        h = x.reshape(x.shape[0], *self.channels_shape)
+        for conv in self.convs:
+            h = act(conv(h))
+        if self.pool:
+            h = avg_pool2(h)
+        return self.out(act(self.dense(h)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,8 +274,11 @@ def _check_kwargs(name: str, kwargs: dict[str, object]) -> dict[str, object]:
     return opts
 
 
-def build_model(name: str, dataset: Dataset, key: PRNGKeyArray, **kwargs) -> eqx.Module:
+def build_model(name: str, dataset: Dataset, seed: int = 0, **kwargs) -> eqx.Module:
     """Instantiate built-in model `name` for `dataset` (input and output sizes follow the data).
+
+    Weights are drawn with `numpy.random.default_rng(seed)` (no per-shape JAX compilation, so
+    building even the 151k-parameter CNN takes milliseconds).
 
     Options (`None` means default): `width`, `depth`, `activation` for mlp/mlp-bn; `eps` for
     mlp-bn; `width`, `depth`, `hidden`, `activation` for cnn; none for linear.
@@ -274,8 +290,9 @@ def build_model(name: str, dataset: Dataset, key: PRNGKeyArray, **kwargs) -> eqx
         )
     opts = _check_kwargs(name, kwargs)
     inp, out = dataset.n_features, dataset.out_dim
+    rng = np.random.default_rng(seed)
     if name == "linear":
-        return Dense(inp, out, gain=OUTPUT_GAIN, key=key)
+        return Dense(inp, out, gain=OUTPUT_GAIN, rng=rng)
     if name in ("mlp", "mlp-bn"):
-        return MLP(inp, out, batchnorm=name == "mlp-bn", key=key, **opts)
-    return CNN(dataset.input_shape, out, key=key, **opts)
+        return MLP(inp, out, batchnorm=name == "mlp-bn", rng=rng, **opts)
+    return CNN(dataset.input_shape, out, rng=rng, **opts)

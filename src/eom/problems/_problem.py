@@ -71,7 +71,7 @@ def mean_squared_error(pred: Float[Array, "n k"], target: Float[Array, "n k"]) -
 
 
 def _builtin_problem(name: str, data: Dataset, seed: int, model_kwargs: dict) -> Problem:
-    model = build_model(name, data, jax.random.PRNGKey(seed), **model_kwargs)
+    model = build_model(name, data, seed, **model_kwargs)
     params0, static = eqx.partition(model, eqx.is_inexact_array)
     X, y = data.X, data.y
     classify = data.task == "classification"
