@@ -4,7 +4,7 @@ Every error measurement needs float64. Strict promotion makes an accidental floa
 error instead of a silent loss of precision.
 """
 
-
+import os
 
 import jax
 import numpy as np
@@ -14,6 +14,16 @@ import eom  # noqa: F401  (turns on x64)
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+def pytest_configure(config):
+    """Share compiled executables between tests that build identical programs (and between
+    the test process and the `eom` subprocesses it starts)."""
+    from eom._cache import enable_compilation_cache
+
+    where = enable_compilation_cache(config.cache.mkdir("jax-compilation-cache"))
+    if where is not None:
+        os.environ.setdefault("EOM_CACHE_DIR", str(where))
 
 
 @pytest.fixture

@@ -14,12 +14,19 @@ import jax as _jax
 if not _os.environ.get("EOM_NO_X64"):
     _jax.config.update("jax_enable_x64", True)
 
+from . import analysis as analysis, problems as problems, symmetry as symmetry  # noqa: E402
 from ._errors import (  # noqa: E402
     DivergenceError as DivergenceError,
     EomError as EomError,
     UnsupportedOrderError as UnsupportedOrderError,
 )
 from ._version import __version__ as __version__  # noqa: E402
+from .analysis import (  # noqa: E402
+    Sharpness as Sharpness,
+    regime as regime,
+    sharpness as sharpness,
+    term_ratios as term_ratios,
+)
 from .engine import (  # noqa: E402
     MAX_ORDER as MAX_ORDER,
     Trajectory as Trajectory,
@@ -39,3 +46,4 @@ from .measure import (  # noqa: E402
     order_sweep as order_sweep,
     predicted_error as predicted_error,
 )
+from .problems import Dataset as Dataset, Problem as Problem, make_problem as make_problem  # noqa: E402

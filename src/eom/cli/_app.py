@@ -42,7 +42,8 @@ err_console = Console(stderr=True)
 
 def fail(message: str) -> None:
     """One short paragraph naming the problem and the fix; exit code 2."""
-    err_console.print(Panel(message, title="eom: error", border_style="red", expand=False))
+    err_console.print("[bold red]eom: error[/]", highlight=False)
+    err_console.print(message, soft_wrap=True, highlight=False, markup=False)
     raise typer.Exit(2)
 
 
@@ -295,6 +296,9 @@ def version():
 
 def main() -> None:
     """Console-script entry point."""
+    from .._cache import enable_compilation_cache
+
+    enable_compilation_cache()
     try:
         app()
     except SystemExit as exc:
