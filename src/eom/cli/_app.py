@@ -304,3 +304,17 @@ def main() -> None:
     except SystemExit as exc:
         code = exc.code
         sys.exit(code)
+
+
+# -- analyses, each in its own module (the command function carries its typer options) -------
+def _register() -> None:
+    from ._bench_cmd import bench_command
+    from ._symmetry_cmd import symmetry_command
+    from ._validity_cmd import validity_command
+
+    app.command(name="symmetry")(friendly(symmetry_command))
+    app.command(name="validity")(friendly(validity_command))
+    app.command(name="bench")(friendly(bench_command))
+
+
+_register()
