@@ -6,11 +6,14 @@ error instead of a silent loss of precision.
 
 import os
 
-import jax
-import numpy as np
-import pytest
+# Wide, plain terminal output for CLI tests (typer reads this at import).
+os.environ.setdefault("TERMINAL_WIDTH", "200")
 
-import eom  # noqa: F401  (turns on x64)
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import eom  # noqa: E402,F401  (turns on x64)
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")

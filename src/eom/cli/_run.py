@@ -123,7 +123,7 @@ def summarize(rd: RunDir, s: RunSettings, res: dict, status: str, message: str |
 
 
 def regime_summary(m: dict, lr: float | None, initial: float | None) -> dict:
-    from ..analysis import regime, regime_warning
+    from ..analysis import regime, regime_warning, warning_message
 
     steps = [0]
     vals = [initial if initial is not None else math.nan]
@@ -137,12 +137,19 @@ def regime_summary(m: dict, lr: float | None, initial: float | None) -> dict:
         return {}
     steps_ok = [s for s, o in zip(steps, ok, strict=True) if o]
     v = vals_arr[ok]
+    warning = regime_warning(steps_ok, v, lr=lr)
+    if warning is None and regime(float(v[0])) != "accurate":
+        # Already outside the accurate regime at θ_0: say so even though it never "worsened".
+        warning = warning_message(steps_ok[0], float(v[0]), lr=lr).replace(
+            "EoM regime worsened at step 0", "At the start (step 0) the EoM is not in its "
+            "accurate regime"
+        )
     return {
         "initial": regime(float(v[0])),
         "final": regime(float(v[-1])),
         "eta_lambda_max_final": float(v[-1]),
         "eta_lambda_max_max": float(v.max()),
-        "warning": regime_warning(steps_ok, v, lr=lr),
+        "warning": warning,
     }
 
 

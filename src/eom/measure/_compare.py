@@ -58,6 +58,8 @@ SOLVER_MARGIN = 10.0
 #: Tightest tolerance we ask of the solver in float64 (below it rounding dominates).
 TOL_FLOOR = 1e-13
 TOL_CEIL = 1e-6
+#: GD counts as diverged once |loss| exceeds this factor times (|L(θ_0)| + 1), or is not finite.
+DIVERGENCE_FACTOR = 1e8
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,6 +371,7 @@ def compare_chunks(
     rtols = np.array([tol[0][n] for n in orders])
     atols = np.array([tol[1][n] for n in orders])
     theta0 = params0
+    loss_limit = DIVERGENCE_FACTOR * (abs(float(loss(params0))) + 1.0)
     if state is None:
         state = CompareState(
             index=0, chunk=0, theta_gd=params0, theta=(params0,) * m,
@@ -473,13 +476,16 @@ def compare_chunks(
             )
         recs["_wall"] = time.perf_counter() - tic
         # Divergence: keep what is valid, then stop with a clear message.
-        bad = ~np.isfinite(loss_gd)
+        bad = ~(np.abs(loss_gd) <= loss_limit)  # NaN, inf, or a blow-up past loss_limit
         if bad.any():
             first = int(np.argmax(bad))
             if first > 0:
                 yield _slice_records(recs, first), state
+            what = "not finite" if not np.isfinite(loss_gd[first]) else (
+                f"{loss_gd[first]:.3g}, over {DIVERGENCE_FACTOR:.0e}× its initial value"
+            )
             raise DivergenceError(
-                f"gradient descent diverged: the loss is not finite at step "
+                f"gradient descent diverged: the loss is {what} at step "
                 f"{int(recs['step'][first])} with learning rate {lr:g}. Lower the learning rate "
                 "(GD is stable only for lr·λ_max < 2, and the EoM is accurate for lr·λ_max well "
                 "below 1). Results up to the previous recorded step are kept."
