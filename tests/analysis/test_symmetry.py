@@ -12,6 +12,7 @@ Tolerances: identities that hold exactly in exact arithmetic are checked at 1e-1
 rounding of a few hundred flops is ~1e-15; 1e-12 leaves room for cancellation in the BN gradient).
 """
 
+import functools
 import json
 
 import jax
@@ -90,10 +91,17 @@ BN_EXPECTED = (
 )
 
 
-@pytest.fixture(scope="module")
-def bn():
+@functools.cache
+def bn_detected():
+    """The BN model and its detected groups, built once per session: the same loss object in
+    every test module lets the compiled functions (cached per loss) be shared."""
     loss, p = bn_model()
     return loss, p, S.detect(loss, p)
+
+
+@pytest.fixture(scope="module")
+def bn():
+    return bn_detected()
 
 
 # ---- detection ----------------------------------------------------------------------------------

@@ -195,12 +195,17 @@ class GroupStats:
     grad_h_grad: np.ndarray
 
 
+#: Points per compiled batch when computing group statistics along a trajectory.
+STATS_CHUNK = 16
+
+
 @functools.lru_cache(maxsize=64)
-def _stats_fn(loss: Callable, groups: tuple[Group, ...], weight_decay: float, hvp: bool):
+def _stats_fn(loss: Callable, groups: tuple[Group, ...], hvp: bool):
+    """Jitted `(params, λ) -> stats` and its vmap over a fixed-size chunk of points (λ traced)."""
     grad = jax.grad(loss)
     inv_sqrt = np.array([1.0 / math.sqrt(g.size) for g in groups])
 
-    def one(p):
+    def one(p, weight_decay):
         g = grad(p)
         th, gl = jax.tree.leaves(p), jax.tree.leaves(g)
         sq = group_dots(groups, th, th)
@@ -214,7 +219,7 @@ def _stats_fn(loss: Callable, groups: tuple[Group, ...], weight_decay: float, hv
             ghg = jnp.full_like(gg, jnp.nan)
         return sq, s, gg, ghg
 
-    return jax.jit(one), jax.jit(lambda ps: jax.lax.map(one, ps, batch_size=16))
+    return jax.jit(one), jax.jit(jax.vmap(one, in_axes=(0, None)))
 
 
 def group_stats(
@@ -229,16 +234,25 @@ def group_stats(
     r"""$\lVert w\rVert^2$, $s$, $\lVert g_w\rVert^2$ and $g_w\cdot(Hg_\lambda)_w$ of every group.
 
     One gradient and (if `hvp`) one Hessian-vector product per point, then vectorized reductions.
-    `stacked=True`: `params` has a leading axis over points (a `Trajectory`'s `params`); the points
-    are processed in batches (`lax.map`), so memory stays O(batch × params)."""
+    `stacked=True`: `params` has a leading axis over points (a `Trajectory`'s `params`); they are
+    processed in chunks of `STATS_CHUNK` points (one compilation for any number of points, memory
+    O(chunk × params)). The compiled function is cached per (loss, groups, hvp): pass the same
+    `groups` tuple to share it."""
     groups = _check_groups(groups)
     wd = _check_wd(weight_decay)
     if not groups:
         shape = (len(jax.tree.leaves(params)[0]), 0) if stacked else (0,)
         return GroupStats(*(np.zeros(shape) for _ in range(4)))
-    single, many = _stats_fn(loss, groups, wd, bool(hvp))
-    out = (many if stacked else single)(params)
-    return GroupStats(*(np.asarray(x) for x in out))
+    single, chunk = _stats_fn(loss, groups, bool(hvp))
+    if not stacked:
+        return GroupStats(*(np.asarray(x) for x in single(params, wd)))
+    n = len(jax.tree.leaves(params)[0])
+    parts = []
+    for start in range(0, n, STATS_CHUNK):
+        idx = np.minimum(np.arange(start, start + STATS_CHUNK), n - 1)  # pad with the last point
+        out = chunk(jax.tree.map(lambda x, idx=idx: np.asarray(x)[idx], params), wd)
+        parts.append([np.asarray(x)[: min(STATS_CHUNK, n - start)] for x in out])
+    return GroupStats(*(np.concatenate(cols) for cols in zip(*parts, strict=True)))
 
 
 def predicted_rates(
