@@ -163,6 +163,25 @@ def test_scale_rate_truncation_error_has_the_next_power_of_lr(bn, terms):
         assert abs(_slope(lrs, err) - (order + 1)) < 0.1, (order, err)
 
 
+def test_eom_rates_accumulated_along_the_gd_path_predict_gds_norm(bn, runs):
+    # The EoM-N rate integrated along GD's own saved points predicts GD's ‖w‖² to O(η^{N+1}):
+    # each order gains a factor ~ηλ_eff over the previous (GF: e^{−2λt}‖w_0‖², misses the most).
+    loss, _, groups = bn
+    idx, _ = _of_kind(groups, "scale")
+    gd = runs["gd"]
+    st = S.group_stats(loss, gd.params, groups, weight_decay=WD, stacked=True)
+    n = S.measure(gd, groups)[-1, idx]
+    err = {
+        name: np.max(
+            np.abs(
+                S.predict(loss, gd, groups, LR, name, weight_decay=WD, stats=st)[-1, idx] / n - 1
+            )
+        )
+        for name in ("gf", "eom1", "eom2")
+    }
+    assert err["eom1"] < 0.05 * err["gf"] and err["eom2"] < 0.2 * err["eom1"], err
+
+
 def test_scale_rate_refuses_orders_without_a_closed_form():
     with pytest.raises(UnsupportedOrderError, match="measured_rates"):
         S.scale_rate(1.0, 1.0, 1.0, LR, 3)

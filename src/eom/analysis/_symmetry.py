@@ -69,6 +69,7 @@ class Group:
     index: int | None = None
 
     def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
         if self.kind not in KINDS:
             raise EomError(f"Group kind must be one of {KINDS}, got {self.kind!r}.")
         if (self.axis is None) != (self.index is None):
@@ -314,7 +315,7 @@ def detect(
       before a BatchNorm; the weights of an input feature that is zero on every sample).
     - `"scale"`: $\lvert w\cdot g_w\rvert \le$ `rtol` $\lVert w\rVert\lVert g_w\rVert$ at every
       point, and $L(\dots, c_j w_j, \dots) = L$ for random $c_j \in [1/4, 2/3] \cup [3/2, 4]$.
-    - `"translation"` (constant unit $u$ on a 1-D leaf or a row/column): $\lvert u\cdot g\rvert \le$
+    - `"translation"` (constant unit $u$ on a leaf or a row/column): $\lvert u\cdot g\rvert \le$
       `rtol` $\lVert g_w\rVert$ at every point, $L(\theta + \sum_j c_j u_j) = L(\theta)$ for random
       shifts $c_j$, and $\lVert H\sum_j b_j u_j\rVert \le$ `rtol` $\lVert\sum_j b_j u_j\rVert
       \,\lVert Hv\rVert/\lVert v\rVert$ for a random $v$.
@@ -322,9 +323,10 @@ def detect(
     **De-duplication**: a null slice is reported only as null (a whole null leaf hides its rows and
     columns). A whole leaf that is scale-invariant only because each of its rows (or columns) is
     gets its rows (columns) reported, not the leaf: those are the finer, true groups (a BatchNorm
-    makes each unit's incoming weights separately invariant). Groups spanning several leaves (e.g.
-    a weight *and* its bias before a LayerNorm) are not candidates. Slices that are zero at
-    $\theta$ are not scale candidates (scaling zero is trivial).
+    makes each unit's incoming weights separately invariant); likewise a leaf's constant direction
+    is dropped when it is the sum of its rows' (columns') directions. Groups spanning several
+    leaves (e.g. a weight *and* its bias before a LayerNorm) are not candidates. Slices that are
+    zero at $\theta$ are not scale candidates (scaling zero is trivial).
 
     **Arguments:**
 
