@@ -18,6 +18,7 @@ import pytest
 
 import eom
 from eom.measure import CompareState, compare, compare_chunks
+from eom.measure._compare import DIVERGENCE_FACTOR
 
 from ._problems import (
     QUAD_A,
@@ -252,29 +253,27 @@ def test_loose_tolerance_is_flagged_and_auto_tolerance_is_honest():
         assert loose.flagged[n][-1]
         # what was flagged really is wrong: off by more than 50% from the true error
         assert abs(loose.error[n][-1] - tight.error[n][-1]) > 0.5 * tight.error[n][-1]
-    # unflagged loose numbers are within ~10% (the margin) of the truth
+    # GF at rtol = 1e-2: its recorded errors are off by up to ~16% from the truth while the
+    # solver error is ~1e-3 of ~6e-3, so every one of them must be flagged (the estimate is
+    # conservative at points where the two solves agree by chance); an unflagged loose number
+    # would have to be within ~10% (the margin) of the truth.
+    dev0 = np.linalg.norm(flat_stacked(loose.params[0]) - flat_stacked(tight.params[0]), axis=1)
+    # (0.9: the estimate compares with a 100× tighter solve, not with the exact flow)
+    assert (loose.solver_error[0] >= 0.9 * dev0).all(), (loose.solver_error[0], dev0)
     ok = ~loose.flagged[0]
-    assert ok.any()
     rel = np.abs(loose.error[0][ok] - tight.error[0][ok]) / tight.error[0][ok]
     assert (rel < 0.2).all(), rel
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="solver_error is measured only at each chunk's last point (a true solver step) and "
-    "spread linearly; recorded points in between come from Dopri8's dense interpolant and can "
-    "be ~1000x less accurate than the estimate (reported to the lead)",
-)
 def test_solver_error_estimate_covers_every_recorded_point():
     """The reported solver_error must not understate the actual solver error at any recorded
     step (otherwise the 10× flag is meaningless there). Checked against the exact GF of a
     quadratic (every step recorded) and against a 1e-13 solve of the tiny MLP. Factor 3: the
     flag margin is 10×, so an estimate low by up to 3× still separates flagged from real.
 
-    Known failure (reported to the lead): the estimate compares the loose and the 100× tighter
-    solve only at the chunk's last point (a true solver step, where the error is smallest) and
-    spreads it linearly; the recorded points in between come from Dopri8's dense interpolant,
-    whose error at rtol = atol = 1e-6 is ~1e-5 while the estimate is ~1e-9."""
+    (This once failed: the estimate compared the loose and the 100× tighter solve only at the
+    chunk's last point, a true solver step, while the recorded points in between come from
+    Dopri8's dense interpolant, ~1000× less accurate at rtol = atol = 1e-6.)"""
     c = compare(quad_loss, quad_params(), 0.5, 40, (0,), record_every=1, keep_params=True)
     _, gf = _quad_closed_forms(0.5, c.steps)
     actual = np.linalg.norm(flat_stacked(c.params[0]) - gf[0], axis=1)
@@ -328,9 +327,9 @@ def test_resume_from_saved_state_is_identical(tmp_path):
 
 
 def test_divergence_names_the_step_and_keeps_earlier_records():
-    """ηλ_max = 4.5 > 2: GD on the quadratic blows up like 3.5^k and its loss overflows after
-    ~280 steps. compare_chunks yields the finite records (several chunks), then raises
-    DivergenceError naming the first non-finite step; the kept records match plain numpy GD."""
+    """ηλ_max = 4.5 > 2: GD on the quadratic blows up like 3.5^k. compare_chunks yields the
+    records before the blow-up, then raises DivergenceError naming the first step whose loss is
+    non-finite or past DIVERGENCE_FACTOR·(|L(θ_0)| + 1); the kept records match plain numpy GD."""
     lr = 4.5
     gen = compare_chunks(quad_loss, quad_params(), lr, 400, (0,), record_every=1)
     got = []
@@ -350,9 +349,10 @@ def test_divergence_names_the_step_and_keeps_earlier_records():
             th = th - lr * (QUAD_A @ th - QUAD_B)
             losses.append(_quad_loss_np(th[None])[0])
     losses = np.array(losses)
-    first_bad = int(np.argmax(~np.isfinite(losses))) + 1
-    assert bad == first_bad and 200 < bad < 400
-    assert len(got) >= 4  # several full chunks came before the failing one
+    limit = DIVERGENCE_FACTOR * (abs(float(_quad_loss_np(quad_flat0()[None])[0])) + 1.0)
+    first_bad = int(np.argmax(~(np.abs(losses) <= limit))) + 1
+    assert bad == first_bad and 1 < bad < 400
+    assert len(got) >= 1  # the records before the failing chunk are kept
     steps = np.concatenate([r["step"] for r in got])
     np.testing.assert_array_equal(steps, np.arange(1, bad))
     loss_gd = np.concatenate([r["loss_gd"] for r in got])
@@ -366,14 +366,7 @@ def test_divergence_names_the_step_and_keeps_earlier_records():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        pytest.param(
-            dict(orders=()), "orders",
-            marks=pytest.mark.xfail(
-                strict=True, raises=ValueError,
-                reason="compare() picks tolerances (max(orders)) before compare_chunks checks "
-                "for empty orders: a bare ValueError, not an EomError (reported to the lead)",
-            ),
-        ),
+        (dict(orders=()), "orders"),
         (dict(orders=(1, 1)), "repeat"),
         (dict(orders=(0,), rtol={1: 1e-8}), "rtol"),
         (dict(orders=(0,), rtol=-1.0), "positive"),

@@ -187,7 +187,8 @@ class CompareState:
     ehat: tuple  # per order (zeros if no prediction)
     bound: np.ndarray
     solver_error: np.ndarray
-    solver_rate: np.ndarray  # latest measured solver error per recorded point, per order
+    solver_rate: np.ndarray  # solver error one chunk adds at its end point (latest verified)
+    solver_peak: np.ndarray  # worst solver error at any point of the latest verified chunk
     diag_v: np.ndarray | None = None  # warm start of the λ_max iteration (flat), if diagnosing
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -200,6 +201,7 @@ class CompareState:
             "bound": np.asarray(self.bound),
             "solver_error": np.asarray(self.solver_error),
             "solver_rate": np.asarray(self.solver_rate),
+            "solver_peak": np.asarray(self.solver_peak),
         }
         for i, th in enumerate(self.theta):
             out[f"theta_{i}"] = np.asarray(ravel_pytree(th)[0])
@@ -222,6 +224,7 @@ class CompareState:
             bound=np.asarray(arrays["bound"]),
             solver_error=np.asarray(arrays["solver_error"]),
             solver_rate=np.asarray(arrays["solver_rate"]),
+            solver_peak=np.asarray(arrays["solver_peak"]),
             diag_v=np.asarray(arrays["diag_v"]) if "diag_v" in arrays else None,
         )
 
@@ -377,6 +380,7 @@ def compare_chunks(
             index=0, chunk=0, theta_gd=params0, theta=(params0,) * m,
             dt0=np.full(m, 0.1 * lr), ehat=(tree_zeros_like(params0),) * m,
             bound=np.zeros(m), solver_error=np.zeros(m), solver_rate=np.zeros(m),
+            solver_peak=np.zeros(m),
         )
     gd_run = (
         _gd_predict_chunk_fn(loss, orders, weight_decay, method) if predict
@@ -406,6 +410,8 @@ def compare_chunks(
         ys, new_dt0, new_theta = [], state.dt0.copy(), list(state.theta)
         solver_err = state.solver_error.copy()
         solver_rate = state.solver_rate.copy()
+        solver_peak = state.solver_peak.copy()
+        point_dev: dict[int, np.ndarray] = {}
         if solve:
             verify = ci % max(int(verify_every), 1) == 0
             for i, n in enumerate(orders):
@@ -428,24 +434,31 @@ def compare_chunks(
                         state.theta[i], t0, ts, lr, state.dt0[i], rtols[i] / 100, atols[i] / 100
                     )
                     if bool(ok2):
-                        diff = tree_norm(
-                            tree_sub(new_theta[i], jax.tree.map(lambda x: x[nvalid - 1], y_tight))
-                        )
-                        solver_rate[i] = float(diff) / nvalid
+                        dev = np.asarray(_deviation(y, y_tight))[:nvalid]
+                        point_dev[i] = np.maximum(dev, dev[-1])
+                        solver_rate[i] = float(dev[-1])  # carried into later chunks
+                        solver_peak[i] = float(dev.max())  # interpolated points can be worse
                     else:
-                        solver_rate[i] = math.inf
+                        solver_rate[i] = solver_peak[i] = math.inf
             loss_gd, disp, losses, leaf = metrics(thetas_gd, ys, theta0)
         else:
             loss_gd, disp, losses, leaf = metrics(thetas_gd, [], theta0)
         loss_gd = np.asarray(loss_gd)[:nvalid]
         disp = np.asarray(disp)[:nvalid]
         recs["loss_gd"] = loss_gd
-        frac = np.arange(1, nvalid + 1)
         for i, n in enumerate(orders):
             if solve:
                 err_leaf = np.sqrt(np.asarray(leaf[i])[:nvalid])
                 err = np.sqrt(np.sum(np.asarray(leaf[i])[:nvalid], axis=1))
-                serr = solver_err[i] + solver_rate[i] * frac
+                # Solver error at each recorded point: what earlier chunks carried in, plus this
+                # chunk's own. Verified chunk: each point's deviation between the loose and the
+                # 100× tighter solve, floored by the end point's (two solves can agree by
+                # accident at an early point). Otherwise the worst point of the latest verified
+                # chunk, which also covers dense-output interpolation between solver steps.
+                own = point_dev.get(i)
+                if own is None:
+                    own = np.full(nvalid, solver_peak[i])
+                serr = solver_err[i] + own
                 recs[f"loss_{n}"] = np.asarray(losses[i])[:nvalid]
                 recs[f"error_{n}"] = err
                 with np.errstate(divide="ignore", invalid="ignore"):
@@ -453,7 +466,7 @@ def compare_chunks(
                 recs[f"solver_error_{n}"] = serr
                 recs[f"flagged_{n}"] = (~(err >= SOLVER_MARGIN * serr)).astype(int)
                 recs[f"_leaf_error_{n}"] = err_leaf
-                solver_err[i] = serr[-1]
+                solver_err[i] = solver_err[i] + solver_rate[i]
             if predict:
                 recs[f"predicted_{n}"] = np.asarray(ehat_norms)[:nvalid, i]
                 recs[f"bound_{n}"] = np.asarray(bounds)[:nvalid, i]
@@ -500,9 +513,16 @@ def compare_chunks(
             bound=np.asarray(bound_end),
             solver_error=solver_err,
             solver_rate=solver_rate,
+            solver_peak=solver_peak,
             diag_v=diag_v,
         )
         yield recs, state
+
+
+@jax.jit
+def _deviation(a, b):
+    """‖a_i − b_i‖ for each point i along the leading axis."""
+    return jax.vmap(lambda x, y: tree_norm(tree_sub(x, y)))(a, b)
 
 
 def _diagnosis_mask(grid: np.ndarray, every: int | None) -> np.ndarray:
@@ -680,6 +700,8 @@ def compare(
     **Returns:** a `Comparison`. Raises `DivergenceError` if GD's loss becomes non-finite.
     """
     orders = tuple(int(n) for n in orders) if not isinstance(orders, int) else (int(orders),)
+    if not orders:
+        raise EomError("orders is empty; pass e.g. orders=(0, 1, 2) (0 = gradient flow).")
     check_loss(loss, params0)
     lr = check_lr(lr)
     tol = _resolve_tol(rtol, atol, loss, params0, lr, orders, float(weight_decay), method)
