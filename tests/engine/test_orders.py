@@ -4,11 +4,11 @@
 - Global, at a fixed horizon T = Kη: O(η^{N+1}).
 - Quadratic with ηλ_max < 1: every extra order shrinks the error by about ηλ.
 
-Slopes are least-squares fits of log error against log η. The tolerance ±0.15 covers the
-O(η) relative correction of the next term (measured: slopes within 0.02 of N+2 / N+1 on these
-ranges); a wrong coefficient in ξ_N leaves an O(η^{N+1}) local error, a slope 1 lower, which fails
-by far. The ODE solver's own error is checked to be ≪ the measured error, so the slopes are not
-solver noise.
+Slopes are least-squares fits of log error against log η. The tolerance ±0.15 covers the O(η)
+relative correction of the next term (measured: slopes within 0.01 of N+2 / N+1 on these ranges:
+1.990, 2.992, 3.993, 4.994, 5.995 locally; 1.005, 2.001, 3.002 globally). A wrong coefficient in
+ξ_N leaves an O(η^{N+1}) local error, a slope 1 lower, which fails by far. The ODE solver's own
+error is checked to be ≪ the measured error, so the slopes are not solver noise.
 """
 
 from __future__ import annotations
@@ -87,24 +87,26 @@ def test_global_error_order_at_fixed_horizon(order):
         gd_end = eom.gradient_descent(wave_loss, WAVE_THETA0, lr, k, save_every=k)
         assert float(eom_end.times[-1]) == pytest.approx(horizon, rel=1e-14)
         errors.append(float(jnp.linalg.norm(eom_end.params[-1] - gd_end.params[-1])))
-    # Smallest error (order 2, η = 0.005) ≈ 3e-8, far above the solver's ≈1e-13 over T.
+    # Smallest error (order 2, η = 0.005) ≈ 9e-9, far above the solver's ≈1e-13 over T.
     assert min(errors) > 1e-9
     slope = loglog_slope(etas, errors)
     assert abs(slope - (order + 1)) <= 0.15, (order, slope, errors)
 
 
 def test_quadratic_error_falls_geometrically_with_order():
-    """Quadratic, ηλ_max = 0.3 < 1: each order cuts the EoM-vs-GD error by ≥ 2× (expected ≈ ηλ_eff
-    ≤ 0.3 per order, i.e. ≥ 3×; 2× leaves room for the transient mix of eigen-directions)."""
+    """Quadratic, ηλ_max = 0.3 < 1: each order 0 → 1 → 2 → 3 cuts the EoM-vs-GD error by a factor
+    ≤ ηλ_max = 0.3. Along eigenvalue λ the order-N error is ∝ (ηλ)^{N+1}/(N+2), so the ratio is a
+    weighted mean of ηλ (N+2)/(N+3) < ηλ_max (measured: 0.12, 0.15, 0.18).
+    Orders 0 and 2 share their compiled solvers with test_trajectory's closed-form test."""
     lr, steps = 0.3, 20
     gd = eom.gradient_descent(QUAD_LOSS, QUAD_THETA0, lr, steps)
     errors = []
-    for order in range(5):
+    for order in range(4):
         traj = eom.integrate(QUAD_LOSS, QUAD_THETA0, lr, steps, order, rtol=1e-12, atol=1e-14)
         np.testing.assert_array_equal(traj.steps, gd.steps)
         errors.append(float(jnp.max(jnp.linalg.norm(traj.params - gd.params, axis=-1))))
     errors = np.array(errors)
-    # Order 4's error (≈1e-4 relative) is far above the solver's ≈1e-11.
+    # Order 3's error is far above the solver's (rtol 1e-12 over T = 6: ≲1e-10).
     assert errors[-1] > 1e-8
     ratios = errors[1:] / errors[:-1]
-    assert np.all(ratios <= 0.5), (errors, ratios)
+    assert np.all(ratios <= 0.3), (errors, ratios)
