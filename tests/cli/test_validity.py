@@ -129,6 +129,30 @@ def test_complete_sweep_is_not_recomputed(tiny):
     assert (out / "metrics.csv").read_text() == before
 
 
+def test_config_file_settings_resume_the_same_sweep(tiny, tmp_path):
+    """A TOML file with the fixture's settings names the same sweep (so it is found complete and
+    not recomputed); a flag overriding one of them is a different sweep; unknown keys exit 2."""
+    out, _ = tiny
+    cfg = tmp_path / "validity.toml"
+    cfg.write_text('subset = 64\nwidth = 6\ndepth = 1\norders = [0, 1]\nquick = true\n')
+    result = invoke("validity", "--config", cfg, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "already complete" in result.output
+    result = invoke("validity", "--config", cfg, "--points", "3", "--out", out)
+    assert result.exit_code == 2 and "points: 4 → 3" in result.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text("pointz = 3\n")
+    result = invoke("validity", "--config", bad, "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "pointz" in result.output
+
+
+def test_help_shows_the_defaults():
+    text = re.sub(r"[\s│]+", " ", invoke("validity", "--help").output)
+    for needle in ("[default: 0-3]", "[default: 7; --quick: 4]", "[default: 0.1]",
+                   "[default: 1.9]", "[default: 3; --quick: 2]", "[default: 256]"):
+        assert needle in text, needle
+
+
 def test_resume_skips_written_points_and_a_failing_order_does_not_stop_the_sweep(
     tiny, tmp_path, monkeypatch
 ):

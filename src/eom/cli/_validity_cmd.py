@@ -483,22 +483,29 @@ def execute_validity(
 
 
 def validity_figure(results: dict, path: Path) -> Path:
-    """Error at T against η·λ_max(θ_0), log y, one line per order, regime bands behind; hollow
-    markers: within the solver's margin; ×: the order failed there; dotted verticals: where
-    each added order stops helping."""
+    """Left: error at T against η·λ_max(θ_0), log y, one line per order, regime bands behind
+    (hollow markers: within the solver's margin; ×: the order failed there; dotted verticals:
+    where each added order stops helping). Right: the gain e_{N−1}/e_N of each added order, with
+    1 (no gain) and the quadratic-model estimate 1/(η·λ_max) for reference."""
     import matplotlib.pyplot as plt
 
     t = results["table"]
+    orders = results["orders"]
     x = np.asarray(t["eta_lambda_max"], float)
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, (ax, ag) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [3, 2]})
     right = max(2.1, float(np.nanmax(x)) * 1.05) if x.size else 2.1
-    for lo, hi, color, label in REGIME_BANDS:
-        if lo < right:
-            ax.axvspan(lo, min(hi, right), color=color, alpha=0.8, lw=0, label=label)
-    finite = [v for n in results["orders"] for v in t["error"][str(n)]
+    for a in (ax, ag):
+        for lo, hi, color, label in REGIME_BANDS:
+            if lo < right:
+                a.axvspan(lo, min(hi, right), color=color, alpha=0.8, lw=0,
+                          label=label if a is ax else None)
+        a.set_xlim(0, right)
+        a.set_xlabel("η·λ_max(θ_0)")
+        a.grid(True, which="both", alpha=0.3)
+    finite = [v for n in orders for v in t["error"][str(n)]
               if v is not None and np.isfinite(v) and v > 0]
     top = max(finite) * 3 if finite else 1.0
-    for i, n in enumerate(results["orders"]):
+    for i, n in enumerate(orders):
         color = f"C{i}"
         err = _positive([np.nan if v is None else v for v in t["error"][str(n)]])
         ax.semilogy(x, err, "o-", color=color, label=order_name(n))
@@ -511,11 +518,19 @@ def validity_figure(results: dict, path: Path) -> Path:
         stop = (results.get("stops_helping") or {}).get(str(n), {}).get("eta_lambda_max")
         if stop is not None:
             ax.axvline(stop, color=color, ls=":", lw=1.5)
-    ax.set_xlim(0, right)
-    ax.set_xlabel("η·λ_max(θ_0)")
+        gain = (t.get("gain") or {}).get(str(n))
+        if gain is not None:
+            g = _positive([np.nan if v is None else v for v in gain])
+            prev = orders[i - 1]
+            ag.semilogy(x, g, "o-", color=color, label=f"{order_name(n)} vs {order_name(prev)}")
+    xs = np.linspace(max(float(np.nanmin(x)) * 0.8, 0.05), right, 100) if x.size else []
+    ag.semilogy(xs, 1 / np.asarray(xs), "k--", lw=1, label="1/(η·λ_max)")
+    ag.axhline(1.0, color="k", lw=1.5)
+    ag.set_ylabel("gain of the added order  e_(N−1)/e_N")
+    ag.set_title("Below 1: the added order makes it worse")
+    ag.legend(fontsize=8)
     ax.set_ylabel(f"‖θ^(N)(T) − θ_(T/η)‖ at T = {results['horizon']:.3g}")
     ax.set_title("Where adding EoM orders stops paying off")
-    ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, ncol=2, loc="lower right")
     return _save(fig, path)
 
@@ -618,11 +633,13 @@ def write_validity_report(rd: RunDir, cfg: dict, results: dict) -> Path:
         sections.append(("Error at the fixed time T against η·λ_max", table(header, rows)))
         fig = validity_figure(results, rd.figures / "validity.png")
         sections.append(("Figure", figure(
-            fig, "Error of each order at the fixed time T against η·λ_max(θ_0), log scale, over "
-                 "the EoM's regimes (accurate < 0.5 ≤ marginal < 1 ≤ beyond-series < 2 ≤ "
-                 "unstable). Hollow markers: within 10× of the solver's own error (an upper "
-                 "bound); ×: the EoM solve failed; dotted verticals: where each added order "
-                 "stops being better than the one below.")))
+            fig, "Left: error of each order at the fixed time T against η·λ_max(θ_0), log "
+                 "scale, over the EoM's regimes (accurate < 0.5 ≤ marginal < 1 ≤ beyond-series "
+                 "< 2 ≤ unstable). Hollow markers: within 10× of the solver's own error (an "
+                 "upper bound); ×: the EoM solve failed; dotted verticals: where each added "
+                 "order stops being better than the one below. Right: the factor by which each "
+                 "added order reduces the error; 1 means no gain, and the dashed line 1/(ηλ_max) "
+                 "is what a quadratic's top direction alone would give.")))
     settings = cfg.get("settings", {})
     sections.append(("Settings", kv_table({
         "model": settings.get("model"), "dataset": settings.get("dataset"),
@@ -684,28 +701,28 @@ def validity_command(
     dataset: DatasetOpt = None,
     orders: Annotated[str | None, typer.Option(
         "--orders", help="EoM orders to compare, e.g. 0-3 (0 = gradient flow). "
-                         "[default: 0-3]")] = None,
+                         "\\[default: 0-3]")] = None,
     points: Annotated[int | None, typer.Option(
-        "--points", help=f"Number of learning rates. [default: {DEFAULT_POINTS}; "
+        "--points", help=f"Number of learning rates. \\[default: {DEFAULT_POINTS}; "
                          f"--quick: {QUICK_POINTS}]")] = None,
     min_target: Annotated[float | None, typer.Option(
-        "--min-target", help="Smallest η·λ_max(θ_0) of the sweep. [default: 0.1]")] = None,
+        "--min-target", help="Smallest η·λ_max(θ_0) of the sweep. \\[default: 0.1]")] = None,
     max_target: Annotated[float | None, typer.Option(
         "--max-target", help="Largest η·λ_max(θ_0) of the sweep (must be < 2). "
-                             "[default: 1.9]")] = None,
+                             "\\[default: 1.9]")] = None,
     horizon_steps: Annotated[int | None, typer.Option(
         "--horizon-steps", help="Steps at the largest learning rate; the fixed time is T = "
                                 "horizon_steps·max_target/λ_max(θ_0). "
-                                f"[default: {DEFAULT_HORIZON_STEPS}; --quick: "
+                                f"\\[default: {DEFAULT_HORIZON_STEPS}; --quick: "
                                 f"{QUICK_HORIZON_STEPS}]")] = None,
     quick: Annotated[bool | None, typer.Option(
         "--quick/--no-quick", help="A small sweep (fewer points, a shorter T) for a first look "
-                                   "or a test. [default: off]")] = None,
+                                   "or a test. \\[default: off]")] = None,
     weight_decay: WdOpt = None,
     seed: SeedOpt = None,
     subset: Annotated[int | None, typer.Option(
         "--subset", help="Use only N samples (seeded shuffle); a data set with fewer is used "
-                         f"whole (give a large N for all samples). [default: {DEFAULT_SUBSET}]",
+                         f"whole (give a large N for all samples). \\[default: {DEFAULT_SUBSET}]",
     )] = None,
     width: WidthOpt = None,
     depth: DepthOpt = None,
