@@ -93,7 +93,7 @@ LrOpt = Annotated[float | None, typer.Option(
     "--lr", help="Learning rate η. [default: chosen so that η·λ_max(θ_0) = --target]")]
 TargetOpt = Annotated[float | None, typer.Option(
     "--target", help="η·λ_max(θ_0) used to choose η when --lr is not given. [default: 0.2]")]
-StepsOpt = Annotated[int | None, typer.Option("--steps", help="Number of GD steps. [default: 300]")]
+StepsOpt = Annotated[int | None, typer.Option("--steps", help="Number of GD steps. [default: 200]")]
 OrdersOpt = Annotated[str | None, typer.Option(
     "--orders", help="EoM orders to compare, e.g. 0,1,2 or 0-3 (0 = gradient flow). "
                      "[default: 0,1,2]")]

@@ -20,7 +20,7 @@ class RunSettings:
     dataset: str = "digits"
     lr: float | None = None  # None: chosen so that lr·λ_max(θ_0) = target
     target: float = 0.2  # lr·λ_max(θ_0) when lr is chosen automatically
-    steps: int = 300
+    steps: int = 200
     orders: list[int] = field(default_factory=lambda: [0, 1, 2])
     weight_decay: float = 0.0
     seed: int = 0
