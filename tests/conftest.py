@@ -8,6 +8,10 @@ import os
 
 # Wide, plain terminal output for CLI tests (typer reads this at import).
 os.environ.setdefault("TERMINAL_WIDTH", "200")
+# Equinox's run-time checks inside diffrax are host callbacks, which keep compiled ODE solvers
+# out of JAX's persistent cache. eom never relies on them (diffeqsolve runs with throw=False and
+# eom checks the result), so the tests turn them into NaNs and share compiled solvers.
+os.environ.setdefault("EQX_ON_ERROR", "nan")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

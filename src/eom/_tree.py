@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._errors import EomError
+
 PyTree = Any
 
 
@@ -52,12 +54,12 @@ def check_params(params: PyTree, name: str = "params") -> None:
     """Raise a ValueError unless every leaf is a floating-point array."""
     leaves = jax.tree.leaves(params)
     if not leaves:
-        raise ValueError(f"`{name}` has no array leaves; pass a pytree of float arrays.")
+        raise EomError(f"`{name}` has no array leaves; pass a pytree of float arrays.")
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         dtype = getattr(leaf, "dtype", None)
         if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
             where = jax.tree_util.keystr(path) or "<root>"
-            raise ValueError(
+            raise EomError(
                 f"`{name}{where}` has dtype {dtype}; every leaf must be a float array "
                 "(cast it with jnp.asarray(x, jnp.float64), or close over non-float data "
                 "inside the loss instead of passing it as a parameter)."

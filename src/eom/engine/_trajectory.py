@@ -255,7 +255,7 @@ def integrate(
     solver = default_solver() if solver is None else solver
     grid = save_grid(num_steps, save_every)
     run = _ode_chunk_fn(loss, order, float(weight_decay), method, solver, max_steps)
-    y, t0, dt0 = params0, 0.0, 0.1 * lr
+    y, t0, dt0 = params0, 0.0, lr  # a first step of one GD step; the controller adapts it
     saved = [jax.tree.map(lambda x: x[None], params0)]
     for part, n in chunks(grid):
         ys, ok, nsteps = run(y, t0, jnp.asarray(part * lr), lr, dt0, rtol, atol)

@@ -378,7 +378,7 @@ def compare_chunks(
     if state is None:
         state = CompareState(
             index=0, chunk=0, theta_gd=params0, theta=(params0,) * m,
-            dt0=np.full(m, 0.1 * lr), ehat=(tree_zeros_like(params0),) * m,
+            dt0=np.full(m, lr), ehat=(tree_zeros_like(params0),) * m,
             bound=np.zeros(m), solver_error=np.zeros(m), solver_rate=np.zeros(m),
             solver_peak=np.zeros(m),
         )
