@@ -139,14 +139,18 @@ def build_problem(s: ValiditySettings):
     return make_problem(s.model, data, seed=s.seed, subset=subset, **s.model_kwargs())
 
 
-def resolve(rd: RunDir, s: ValiditySettings, problem) -> dict:
-    """λ_max(θ_0), the horizon T and the learning rates: computed once, kept in config.json."""
+def resolve(rd: RunDir, s: ValiditySettings, problem):
+    """λ_max(θ_0), the horizon T and the learning rates: computed once, kept in config.json.
+
+    Returns `(resolved, sharpness at θ_0 or None)` (None when read back from config.json).
+    """
     from ..analysis import sharpness
 
     res = read_json(rd.config_path).get("resolved")
     if res:
-        return res
-    lam = float(sharpness(problem.loss, problem.params0, weight_decay=s.weight_decay).lambda_max)
+        return res, None
+    sharp0 = sharpness(problem.loss, problem.params0, weight_decay=s.weight_decay)
+    lam = float(sharp0.lambda_max)
     if not (math.isfinite(lam) and lam > 0):
         raise EomError(
             f"λ_max(θ_0) = {lam:.3g} ≤ 0: the loss has no positive curvature at θ_0, so no "
@@ -165,7 +169,7 @@ def resolve(rd: RunDir, s: ValiditySettings, problem) -> dict:
         "n_samples": int(problem.dataset.X.shape[0]),
     }
     rd.update_config(resolved=res)
-    return res
+    return res, sharp0
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,7 +439,7 @@ def execute_validity(
     prev = rd.read_results().get("wall_time", {}) if resuming else {}
     previous = float(prev.get("total", 0.0) or 0.0)
     problem = build_problem(s)
-    res = resolve(rd, s, problem)
+    res, lam0 = resolve(rd, s, problem)
     done = drop_partial_points(rd, s.orders) if resuming else set()
     if not resuming:
         rd.metrics_path.unlink(missing_ok=True)
@@ -448,7 +452,6 @@ def execute_validity(
     if on_start is not None:
         on_start(len(done), n)
     status, message = "running", None
-    lam0 = None
     try:
         for j, (lr, k) in enumerate(zip(res["lrs"], res["num_steps"], strict=True)):
             if j in done:
@@ -465,6 +468,9 @@ def execute_validity(
         status = "complete"
     except EomError as exc:
         status, message = "failed", str(exc)
+        raise
+    except Exception as exc:
+        status, message = "failed", f"{type(exc).__name__}: {exc}"
         raise
     except KeyboardInterrupt:
         status, message = "interrupted", "Interrupted; rerun the same command to resume."
@@ -592,7 +598,15 @@ def reading(results: dict) -> str:
         parts.append(f"Adding orders stops paying off: {txt}. Theory (THEORY.md §6) puts the "
                      "limit at the counter-term series' radius η·λ_max = 1 on a quadratic.")
     if never:
-        parts.append(f"Order(s) {', '.join(never)} helped at every measured point.")
+        parts.append(f"Order(s) {', '.join(never)} helped at every measured point, with gains "
+                     "that shrink toward 1 as η·λ_max grows.")
+    top = max(orders)
+    above = [x for x, r in zip(t["eta_lambda_max"], t["term_ratios"], strict=True)
+             if r[top] is not None and math.isfinite(r[top]) and r[top] >= 1]
+    if above:
+        parts.append(f"The term ratio r_{top} = η‖ξ_{top + 1}‖/‖ξ_{top}‖ at θ_0 reaches 1 at "
+                     f"η·λ_max = {_num(min(above))}: from there the counter-term series no longer "
+                     "shrinks, and higher orders cannot be expected to help (THEORY.md §6).")
     last = len(t["point"]) - 1
     gain_last = {k: v[last] for k, v in (t.get("gain") or {}).items()
                  if v[last] is not None and math.isfinite(v[last])}
@@ -664,15 +678,20 @@ def print_summary(results: dict, rd: RunDir) -> None:
     t = Table(title=f"{results.get('model')} on {results.get('dataset')}: error at T = "
                     f"{results.get('horizon', math.nan):.3g} (T·λ_max(θ_0) = "
                     f"{results.get('horizon_lambda', math.nan):.3g})", box=box.SIMPLE_HEAD,
-              padding=(0, 1), pad_edge=False)
+              padding=(0, 1, 0, 0), pad_edge=False)
     for h in header:
         t.add_column(h, justify="right", no_wrap=True)
     for r in rows:
         t.add_row(*[_cell(v) for v in r])
     console.print(t)
+    tab = results.get("table") or {}
     for k, v in (results.get("stops_helping") or {}).items():
         x = v["eta_lambda_max"]
-        where = "helps at every point" if x is None else f"stops helping at η·λ_max ≈ {x:.3g}"
+        where = "better at every point" if x is None else f"stops helping at η·λ_max ≈ {x:.3g}"
+        gain = (tab.get("gain") or {}).get(k) or []
+        if len(gain) >= 2:
+            where += (f"; gain {_cell(gain[0])}× at η·λ_max {_cell(tab['eta_lambda_max'][0])}"
+                      f" → {_cell(gain[-1])}× at {_cell(tab['eta_lambda_max'][-1])}")
         console.print(f"order {k} vs order {v['previous']}: {where}")
     wall = (results.get("wall_time") or {}).get("total")
     if wall is not None:
