@@ -84,34 +84,35 @@ def progress_bar() -> Progress:
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", "-m",
     help="linear | mlp | mlp-bn | cnn, or package.module:factory for your own model "
-         "(factory(dataset, seed) -> (loss_fn, params0)). [default: mlp]")]
+         "(factory(dataset, seed) -> (loss_fn, params0)). \\[default: mlp]")]
 DatasetOpt = Annotated[str | None, typer.Option(
     "--dataset", "-d",
     help="digits | mnist1d | teacher-student, or a path to an .npz with arrays X and y. "
-         "[default: digits]")]
+         "\\[default: digits]")]
 LrOpt = Annotated[float | None, typer.Option(
-    "--lr", help="Learning rate η. [default: chosen so that η·λ_max(θ_0) = --target]")]
+    "--lr", help="Learning rate η. \\[default: chosen so that η·λ_max(θ_0) = --target]")]
 TargetOpt = Annotated[float | None, typer.Option(
-    "--target", help="η·λ_max(θ_0) used to choose η when --lr is not given. [default: 0.2]")]
-StepsOpt = Annotated[int | None, typer.Option("--steps", help="Number of GD steps. [default: 200]")]
+    "--target", help="η·λ_max(θ_0) used to choose η when --lr is not given. \\[default: 0.2]")]
+StepsOpt = Annotated[int | None, typer.Option(
+    "--steps", help="Number of GD steps. \\[default: 200]")]
 OrdersOpt = Annotated[str | None, typer.Option(
     "--orders", help="EoM orders to compare, e.g. 0,1,2 or 0-3 (0 = gradient flow). "
-                     "[default: 0,1,2]")]
+                     "\\[default: 0,1,2]")]
 WdOpt = Annotated[float | None, typer.Option(
-    "--weight-decay", help="Coupled weight decay λ (GD on L + λ/2‖θ‖²). [default: 0]")]
+    "--weight-decay", help="Coupled weight decay λ (GD on L + λ/2‖θ‖²). \\[default: 0]")]
 SeedOpt = Annotated[int | None, typer.Option(
-    "--seed", help="Seed of model init and data. [default: 0]")]
+    "--seed", help="Seed of model init and data. \\[default: 0]")]
 RecordOpt = Annotated[int | None, typer.Option(
-    "--record-every", help="Record errors every this many steps. [default: 5]")]
+    "--record-every", help="Record errors every this many steps. \\[default: 5]")]
 DiagOpt = Annotated[int | None, typer.Option(
     "--diagnose-every", help="Record η·λ_max, term ratios and the validity regime every this many "
-                             "steps (0 = off). [default: 50]")]
+                             "steps (0 = off). \\[default: 50]")]
 SubsetOpt = Annotated[int | None, typer.Option(
-    "--subset", help="Use only N samples (seeded shuffle). [default: all]")]
+    "--subset", help="Use only N samples (seeded shuffle). \\[default: all]")]
 WidthOpt = Annotated[int | None, typer.Option("--width", help="Hidden width of built-in models.")]
 DepthOpt = Annotated[int | None, typer.Option("--depth", help="Hidden layers of built-in models.")]
 NameOpt = Annotated[str | None, typer.Option(
-    "--name", help="Run name: results go to runs/<name>/. [default: a timestamp]")]
+    "--name", help="Run name: results go to runs/<name>/. \\[default: a timestamp]")]
 OutOpt = Annotated[Path | None, typer.Option(
     "--out", help="Output folder (overrides --name). Rerunning with the same --out resumes.")]
 ConfigOpt = Annotated[Path | None, typer.Option(
@@ -145,9 +146,10 @@ def run(
     width: WidthOpt = None,
     depth: DepthOpt = None,
     local: Annotated[bool | None, typer.Option(
-        "--local/--no-local", help="Also measure one-step (local) errors. [default: off]")] = None,
+        "--local/--no-local",
+        help="Also measure one-step (local) errors. \\[default: off]")] = None,
     predict: Annotated[bool | None, typer.Option(
-        "--predict/--no-predict", help="Also compute the predicted error. [default: on]")] = None,
+        "--predict/--no-predict", help="Also compute the predicted error. \\[default: on]")] = None,
     name: NameOpt = None,
     out: OutOpt = None,
     config: ConfigOpt = None,
@@ -217,14 +219,15 @@ def sweep(
     model: ModelOpt = None,
     dataset: DatasetOpt = None,
     lrs: Annotated[str | None, typer.Option(
-        "--lrs", help="Learning rates, e.g. 0.2,0.1,0.05. [default: η_0·2^-j, j < --num-lrs, "
+        "--lrs", help="Learning rates, e.g. 0.2,0.1,0.05. \\[default: η_0·2^-j, j < --num-lrs, "
                       "η_0 from --target]")] = None,
     num_lrs: Annotated[int | None, typer.Option(
-        "--num-lrs", help="How many halvings of η_0 when --lrs is not given. [default: 4]")] = None,
+        "--num-lrs",
+        help="How many halvings of η_0 when --lrs is not given. \\[default: 4]")] = None,
     target: TargetOpt = None,
     horizon_steps: Annotated[int | None, typer.Option(
         "--horizon-steps", help="The fixed time T is this many steps of the largest η. "
-                                "[default: 20]")] = None,
+                                "\\[default: 20]")] = None,
     orders: OrdersOpt = None,
     weight_decay: WdOpt = None,
     seed: SeedOpt = None,
