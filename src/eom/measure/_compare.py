@@ -282,11 +282,13 @@ def _local_fn(loss, order, weight_decay, method, solver, max_steps):
     def run(thetas, lr, rtol, atol):
         def one(theta):
             gd1 = jax.tree.map(lambda p, g: p - lr * g, theta, grad_wd(theta))
-            ys, _, _ = ode_advance(
+            ys, result, _ = ode_advance(
                 field, theta, 0.0, jnp.reshape(lr, (1,)), lr, solver=solver, rtol=rtol,
                 atol=atol, dt0=lr / 4, max_steps=max_steps,
             )
-            return tree_norm(tree_sub(jax.tree.map(lambda y: y[0], ys), gd1))
+            err = tree_norm(tree_sub(jax.tree.map(lambda y: y[0], ys), gd1))
+            # A failed one-step solve is reported as NaN, never as a number.
+            return jnp.where(result == diffrax.RESULTS.successful, err, jnp.nan)
 
         return jax.lax.map(one, thetas)
 
