@@ -119,7 +119,7 @@ def test_every_file_exists_and_parses(run):
                     f"equilibrium_{tag}.png"}
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4 and "float64" in html
-    assert "conserved" in html and "EoM-1" in html
+    assert "conserved" in html and "EoM-1" in html and "Per group" in html
     for needle in ("GF", "EoM-1", "EoM-2", "‖w‖²", "wall time", "report:"):
         assert needle in second.output, needle
 
@@ -227,3 +227,14 @@ def test_bad_options_exit_with_code_2(tmp_path, args, needle):
     result = invoke("symmetry", *TINY, *args, "--out", tmp_path / "bad")
     assert result.exit_code == 2, result.output
     assert needle in result.output
+
+
+def test_config_file_is_read_and_checked(tmp_path):
+    # Settings come from the TOML file (λ = 3 with η = 0.5 is refused before any computation).
+    cfg = tmp_path / "sym.toml"
+    cfg.write_text('weight_decays = "0,3"\nlr = 0.5\n')
+    result = invoke("symmetry", "--config", cfg, "--out", tmp_path / "bad")
+    assert result.exit_code == 2 and "lr·λ = 1.5 ≥ 1" in result.output
+    cfg.write_text("weight_decay = 0.1\n")
+    result = invoke("symmetry", "--config", cfg, "--out", tmp_path / "bad")
+    assert result.exit_code == 2 and "weight_decays" in result.output

@@ -59,6 +59,7 @@ from ._app import (
     ConfigOpt,
     DatasetOpt,
     DepthOpt,
+    LrOpt,
     NameOpt,
     OutOpt,
     OverwriteOpt,
@@ -620,6 +621,23 @@ def prediction_rows(results: dict) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+def group_rows(results: dict) -> tuple[list[str], list[list]]:
+    """Per λ and group (scale groups and measurable translation directions): the quantity's
+    change under GD and GF's, EoM-1's and EoM-2's end-of-run relative error against GD."""
+    cont = [p for p in PROCESSES if p != "gd"]
+    header = ["λ", "group", "quantity", "GD change"] + [NAMES[p] for p in cont]
+    rows = []
+    for key, r in (results.get("runs") or {}).items():
+        for g in r.get("groups", []):
+            if g["kind"] == "null" or g.get("measurable") is False:
+                continue
+            start, end = g["gd_start"], g["gd_end"]
+            change = end / start - 1 if start else None
+            rows.append([float(key), g["group"], "‖w‖²" if g["quantity"] == "sq_norm" else "s",
+                         _pct(change)] + [g.get(f"{p}_error_vs_gd") for p in cont])
+    return header, rows
+
+
 def _num(x) -> str:
     if x is None:
         return "–"
@@ -892,6 +910,12 @@ def write_symmetry_report(rd: RunDir, cfg: dict, results: dict) -> Path:
             + "<p class='note'>‖w‖²: scale-invariant groups; s: translation directions "
               f"(|s_0| > {S_FLOOR:g}·max|s_0|). GD change: x(T)/x(0) − 1.</p>",
         ))
+        header, rows = group_rows(results)
+        sections.append((
+            "Per group",
+            f"<details><summary>End-of-run relative error against GD for each of the "
+            f"{len(rows)} (λ, group) pairs</summary>{table(header, rows)}</details>",
+        ))
         header, rows = prediction_rows(results)
         sections.append((
             "Analytic curves against their own runs (relative error at the end)",
@@ -984,40 +1008,39 @@ def symmetry_command(
     model: Annotated[str | None, typer.Option(
         "--model", "-m",
         help="A model with normalization and/or a softmax output: mlp-bn, linear, mlp, cnn, or "
-             "package.module:factory. [default: mlp-bn]")] = None,
+             "package.module:factory. \\[default: mlp-bn]")] = None,
     dataset: DatasetOpt = None,
-    lr: Annotated[float | None, typer.Option(
-        "--lr", help="Learning rate η. [default: chosen so that η·λ_max(θ_0) = --target]")] = None,
+    lr: LrOpt = None,
     target: TargetOpt = None,
     steps: Annotated[int | None, typer.Option(
-        "--steps", help=f"Number of GD steps. [default: {DEFAULT_STEPS}; --quick: "
+        "--steps", help=f"Number of GD steps. \\[default: {DEFAULT_STEPS}; --quick: "
                         f"{QUICK_STEPS}]")] = None,
     weight_decays: Annotated[str | None, typer.Option(
         "--weight-decays", help="Weight decays λ to run, e.g. 0,0.01 (coupled: GD on "
-                                "L + λ/2‖θ‖²). [default: 0 and λ with η·λ·steps = --decay]")
+                                "L + λ/2‖θ‖²). \\[default: 0 and λ with η·λ·steps = --decay]")
     ] = None,
     weight_decay: Annotated[float | None, typer.Option(
         "--weight-decay", help="Run only this one weight decay λ (shorthand for "
                                "--weight-decays λ).")] = None,
     decay: Annotated[float | None, typer.Option(
         "--decay", help="η·λ·steps of the automatic λ > 0, so the decay shows within the run. "
-                        f"[default: {DEFAULT_DECAY}]")] = None,
+                        f"\\[default: {DEFAULT_DECAY}]")] = None,
     seed: SeedOpt = None,
     subset: Annotated[int | None, typer.Option(
-        "--subset", help=f"Use only N samples (seeded shuffle). [default: all; --quick: "
+        "--subset", help=f"Use only N samples (seeded shuffle). \\[default: all; --quick: "
                          f"{QUICK_SUBSET}]")] = None,
     width: Annotated[int | None, typer.Option(
-        "--width", help=f"Hidden width of built-in models. [default: {DEFAULT_WIDTH}]")] = None,
+        "--width", help=f"Hidden width of built-in models. \\[default: {DEFAULT_WIDTH}]")] = None,
     depth: DepthOpt = None,
     save_every: Annotated[int | None, typer.Option(
-        "--save-every", help=f"Save every this many steps. [default: steps/{MAX_SAVED} rounded "
+        "--save-every", help=f"Save every this many steps. \\[default: steps/{MAX_SAVED} rounded "
                              f"up, so at most ~{MAX_SAVED} saved points]")] = None,
     groups: Annotated[int | None, typer.Option(
         "--groups", help="How many of the largest scale groups (and translation directions) to "
-                         "plot and keep curves of in metrics.csv. [default: 4]")] = None,
+                         "plot and keep curves of in metrics.csv. \\[default: 4]")] = None,
     quick: Annotated[bool | None, typer.Option(
         "--quick/--no-quick", help=f"A short run ({QUICK_STEPS} steps, {QUICK_SUBSET} samples "
-                                   "unless given) for a first look or a test. [default: off]")
+                                   "unless given) for a first look or a test. \\[default: off]")
     ] = None,
     name: NameOpt = None,
     out: OutOpt = None,
