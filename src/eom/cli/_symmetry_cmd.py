@@ -797,6 +797,7 @@ def group_figure(m: dict, labels: list[str], quantity: str, path: Path, title: s
         if np.isfinite(lo):
             bot.set_ylim(bottom=max(lo, 1e-17))
         top.set_title(_short(lab), fontsize=8)
+        top.ticklabel_format(axis="y", useOffset=False)
         top.grid(True, alpha=0.3)
         bot.grid(True, which="both", alpha=0.3)
         bot.set_xlabel("GD step k")
