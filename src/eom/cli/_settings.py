@@ -124,7 +124,7 @@ def validate(s) -> None:
     if getattr(s, "lr", None) is not None:
         if not isinstance(s.lr, int | float) or not s.lr > 0:
             raise EomError(f"--lr must be a positive number, got {s.lr!r}.")
-    if getattr(s, "weight_decay", 0) is not None and s.weight_decay < 0:
+    if getattr(s, "weight_decay", None) is not None and s.weight_decay < 0:
         raise EomError(f"--weight-decay must be ≥ 0, got {s.weight_decay}.")
     if getattr(s, "subset", None) is not None and s.subset < 2:
         raise EomError(f"--subset must be at least 2 samples, got {s.subset}.")
