@@ -1,0 +1,592 @@
+r"""Benchmarks: cost of the counter terms and of EoM trajectories, as ratios measured in one run.
+
+Every number is a ratio against a baseline timed in the same process, interleaved with it:
+wall and CPU time of the order-$N$ EoM field $-\nabla L - \sum_{k\le N}\eta^k\xi_k$ over one
+gradient $\nabla L$, its compile time, its XLA FLOP count and temporary-buffer size over the
+gradient's, and the wall time of an EoM trajectory over the GD run it reproduces. Baselines:
+the naive approach (the reference recursion, `method="reference"`: every Lie derivative its own
+nested `jvp`) and, on a small model, the full-Hessian approach (dense `jax.hessian`, and its
+`jvp` for $\nabla^3L[g, g]$).
+
+Timings on a shared machine are noisy: each timing is the minimum over interleaved repeats
+(the least-disturbed run), reported with the CPU-time ratio and XLA's own FLOP ratio, which
+does not depend on the load at all.
+
+`run_bench(quick=...)` returns a `BenchReport` (rows + machine description); `format_table`
+turns it into Markdown. `eom bench` prints it; `benchmarks/run_bench.py` writes it to a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jaxtyping import PyTree
+
+from .._tree import tree_norm, tree_size, tree_sub
+from ..engine import eom_field
+from ..engine._trajectory import gd_advance, ode_advance
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchRow:
+    """One measured quantity.
+
+    - `section`: `field`, `compile`, `memory`, `trajectory`, `gd-memory`.
+    - `model`: problem label (with its parameter count).
+    - `method`: `bseries` (ours), `reference` (naive nested jvp), `hessian` (dense), or `gd`.
+    - `order`: EoM order N (None where it does not apply).
+    - `metric`: what `value` is, e.g. `wall/grad`.
+    - `value`: the number (NaN when skipped; `note` says why).
+    - `note`: free text (tolerances, solver steps, the baseline's absolute time, …).
+    """
+
+    section: str
+    model: str
+    method: str
+    order: int | None
+    metric: str
+    value: float
+    note: str = ""
+
+
+@dataclasses.dataclass
+class BenchReport:
+    """All rows of one benchmark run, the machine it ran on, and the settings used."""
+
+    rows: list[BenchRow]
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    seconds: float = 0.0
+
+    def value(self, section: str, model: str, method: str, order: int | None, metric: str):
+        """Look one number up (None if absent)."""
+        for r in self.rows:
+            if (r.section, r.model, r.method, r.order, r.metric) == (
+                section,
+                model,
+                method,
+                order,
+                metric,
+            ):
+                return r.value
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count, load average, JAX version and devices of this process."""
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (math.nan,) * 3
+    return {
+        "cpu": cpu,
+        "nproc": os.cpu_count(),
+        "load_avg_1_5_15": tuple(round(x, 2) for x in load),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "python": platform.python_version(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing and compiled-program statistics
+
+
+def _compile(fn: Callable, *args) -> tuple[Any, float]:
+    """`jax.jit(fn)` lowered and compiled for `args`; returns (compiled, seconds)."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def _cost(compiled) -> tuple[float, float]:
+    """(FLOPs, temporary buffer bytes) of a compiled program, from XLA's own analyses."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    mem = compiled.memory_analysis()
+    return float(cost.get("flops", math.nan)), float(getattr(mem, "temp_size_in_bytes", math.nan))
+
+
+def _call(fn: Callable, args) -> tuple[float, float]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def time_ratio(
+    fn: Callable,
+    args: Sequence,
+    base: Callable,
+    base_args: Sequence,
+    *,
+    budget: float,
+    max_rep: int,
+    min_rep: int = 3,
+) -> tuple[float, float, float, float]:
+    """Interleaved timing of `fn(*args)` against `base(*base_args)`.
+
+    Returns `(wall ratio, cpu ratio, fn wall seconds, base wall seconds)`, each time the minimum
+    over repeats: at least `min_rep`, then more while the time spent is under `budget` seconds,
+    at most `max_rep`.
+    """
+    _call(fn, args), _call(base, base_args)  # warm caches
+    best = [math.inf] * 4
+    rounds, spent = 0, 0.0
+    while rounds < max_rep and (rounds < min_rep or spent < budget):
+        w, c = _call(fn, args)
+        bw, bc = _call(base, base_args)
+        best = [min(best[0], w), min(best[1], c), min(best[2], bw), min(best[3], bc)]
+        rounds += 1
+        spent += w + bw
+    return best[0] / best[2], best[1] / max(best[3], 1e-12), best[0], best[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fields: ours, the naive recursion, the dense Hessian
+
+
+def hessian_field(loss: Callable, params: PyTree, order: int) -> Callable:
+    r"""The full-Hessian approach to the EoM field (orders 1, 2) — a baseline, not for use.
+
+    Forms $H = \nabla^2L$ densely (`jax.hessian`) and, for order 2, the matrix
+    $\nabla^3L[g] = \frac{d}{d\epsilon}H(\theta + \epsilon g)$ (`jax.jvp` of `jax.hessian`):
+    $-g - \eta\tfrac12Hg - \eta^2(\tfrac13H^2g + \tfrac1{12}\nabla^3L[g]g)$.
+    """
+    if order not in (1, 2):
+        raise ValueError("the full-Hessian baseline covers orders 1 and 2 only.")
+    _, unravel = ravel_pytree(params)
+
+    def flat_loss(v):
+        return loss(unravel(v))
+
+    hess = jax.hessian(flat_loss)
+
+    def field(p, lr):
+        v = ravel_pytree(p)[0]
+        g = jax.grad(flat_loss)(v)
+        H = hess(v)
+        Hg = H @ g
+        out = -g - lr * 0.5 * Hg
+        if order == 2:
+            Tg = jax.jvp(hess, (v,), (g,))[1]
+            out = out - lr**2 * (H @ Hg / 3.0 + Tg @ g / 12.0)
+        return unravel(out)
+
+    return field
+
+
+def _field(loss: Callable, params: PyTree, order: int, method: str) -> Callable:
+    if method == "hessian":
+        return hessian_field(loss, params, order)
+    return eom_field(loss, order, 0.0, method)
+
+
+def field_rows(
+    label: str,
+    loss: Callable,
+    params: PyTree,
+    lr: float,
+    orders: dict[str, Sequence[int]],
+    *,
+    budget: float,
+    max_rep: int,
+    min_rep: int = 3,
+    log: Callable[[str], None] = lambda s: None,
+) -> list[BenchRow]:
+    """Field cost over one gradient, compile time, FLOPs and temp memory, per method and order.
+
+    `orders` maps a method (`bseries`, `reference`, `hessian`) to the orders to measure. Adds
+    the row "ξ_1 with the gradient / gradient alone" (`grad_and_terms_fn(loss, 1)`).
+    """
+    from ..engine import grad_and_terms_fn
+
+    grad = jax.grad(loss)
+    cg, tcg = _compile(grad, params)
+    flops_g, temp_g = _cost(cg)
+    rows = [BenchRow("compile", label, "gd", 0, "seconds", tcg, "gradient alone")]
+    xi1, t_xi1 = _compile(grad_and_terms_fn(loss, 1), params)
+    reps = {"budget": budget, "max_rep": max_rep, "min_rep": min_rep}
+    w, c, tf, tb = time_ratio(xi1, (params,), cg, (params,), **reps)
+    rows.append(BenchRow("field", label, "bseries", 1, "(g, ξ1)/grad wall", w, f"cpu {c:.2f}×"))
+    for method, ords in orders.items():
+        for N in ords:
+            f = _field(loss, params, N, method)
+            cf, tcf = _compile(f, params, lr)
+            flops, temp = _cost(cf)
+            w, c, tf, tb = time_ratio(cf, (params, lr), cg, (params,), **reps)
+            note = f"cpu {c:.2f}×; field {tf * 1e3:.1f} ms, grad {tb * 1e3:.2f} ms"
+            rows += [
+                BenchRow("field", label, method, N, "wall/grad", w, note),
+                BenchRow("field", label, method, N, "cpu/grad", c),
+                BenchRow("field", label, method, N, "flops/grad", flops / flops_g),
+                BenchRow("compile", label, method, N, "seconds", tcf),
+                BenchRow(
+                    "memory",
+                    label,
+                    method,
+                    N,
+                    "temp/grad",
+                    temp / temp_g,
+                    f"XLA temp buffers {temp / 2**20:.1f} MiB vs {temp_g / 2**20:.2f} MiB",
+                ),
+            ]
+            log(f"  {label} {method} N={N}: {w:.2f}× grad (cpu {c:.2f}×), compile {tcf:.1f}s")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Trajectories
+
+
+def _count_calls(field: Callable, counter: list[int]) -> Callable:
+    def counted(y, lr):
+        jax.debug.callback(lambda: counter.__setitem__(0, counter[0] + 1))
+        return field(y, lr)
+
+    return counted
+
+
+def _solve_fn(field: Callable, t1: float) -> Callable:
+    """Jitted `(y0, lr, rtol, atol) -> (y(t1), ok, accepted steps)` (tolerances traced)."""
+
+    @jax.jit
+    def run(y0, lr, rtol, atol):
+        ys, result, nsteps = ode_advance(
+            field, y0, 0.0, jnp.array([t1]), lr, solver=diffrax.Dopri8(),
+            rtol=rtol, atol=atol, dt0=0.1 * lr, max_steps=1_000_000,
+        )  # fmt: skip
+        return jax.tree.map(lambda x: x[-1], ys), result == diffrax.RESULTS.successful, nsteps
+
+    return run
+
+
+def trajectory_rows(
+    label: str,
+    loss: Callable,
+    params: PyTree,
+    lr: float,
+    num_steps: int,
+    orders: dict[str, Sequence[int]],
+    *,
+    rtols: Sequence[float] = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12),
+    ref_rtol: float = 1e-12,
+    repeats: int = 2,
+    log: Callable[[str], None] = lambda s: None,
+) -> list[BenchRow]:
+    r"""EoM wall time per GD step over GD wall time per step, at a verified tolerance.
+
+    For each order $N$ (ours): the EoM error $e = \lVert\theta^{EoM}(K\eta) - \theta_K\rVert$ is
+    measured against GD with a reference solve at `ref_rtol`; then the loosest `rtol` (with
+    `atol = rtol/100`) whose solver error $\lVert\theta_{rtol} - \theta_{ref}\rVert \le e/10$ is
+    used and timed. The other methods reuse that tolerance (same ODE). Dopri8 (14 stages, the
+    last reused); field evaluations are counted by a host callback in the timed program (one
+    small transfer per evaluation, negligible next to a field evaluation).
+    """
+    grad = jax.grad(loss)
+    gd = jax.jit(lambda p, lr: gd_advance(grad, p, lr, num_steps))
+    theta_gd = gd(params, lr)
+    t_gd = min(_call(gd, (params, lr))[0] for _ in range(max(repeats, 3)))
+    rows = [
+        BenchRow("trajectory", label, "gd", None, "seconds/step", t_gd / num_steps,
+                 f"{num_steps} steps, lr {lr:g}")
+    ]  # fmt: skip
+    t1 = num_steps * lr
+    chosen: dict[int, float] = {}
+    for method, ords in orders.items():
+        for N in ords:
+            counter = [0]
+            run = _solve_fn(_count_calls(_field(loss, params, N, method), counter), t1)
+            t_start = time.perf_counter()
+            if method == "bseries" or N not in chosen:
+                ref, ok, _ = run(params, lr, ref_rtol, ref_rtol * 1e-2)
+                eom_err = float(tree_norm(tree_sub(ref, theta_gd)))
+                rtol, solver_err = rtols[-1], math.nan
+                for r in rtols:
+                    y, ok, _ = run(params, lr, r, r * 1e-2)
+                    solver_err = float(tree_norm(tree_sub(y, ref)))
+                    if bool(ok) and solver_err <= 0.1 * eom_err:
+                        rtol = r
+                        break
+                chosen[N] = rtol
+                rows.append(BenchRow("trajectory", label, method, N, "eom error", eom_err,
+                                     f"‖θ_EoM(Kη) − θ_K‖; solver error {solver_err:.2e} at "
+                                     f"rtol {rtol:g}"))  # fmt: skip
+            rtol = chosen[N]
+            args = (params, lr, rtol, rtol * 1e-2)
+            counter[0] = 0
+            nsteps = jax.block_until_ready(run(*args))[2]
+            nfev = counter[0]
+            t_eom = min(_call(run, args)[0] for _ in range(repeats))
+            ratio = t_eom / t_gd
+            rows += [
+                BenchRow("trajectory", label, method, N, "eom/gd wall", ratio,
+                         f"rtol {rtol:g}, atol {rtol * 1e-2:g}"),
+                BenchRow("trajectory", label, method, N, "solver steps/gd step",
+                         int(nsteps) / num_steps),
+                BenchRow("trajectory", label, method, N, "field evals/gd step",
+                         nfev / num_steps),
+            ]  # fmt: skip
+            log(
+                f"  {label} {method} N={N}: EoM/GD {ratio:.1f}× (rtol {rtol:g}, "
+                f"{int(nsteps) / num_steps:.2f} steps and {nfev / num_steps:.1f} evals per GD step"
+                f"; {time.perf_counter() - t_start:.0f}s)"
+            )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory of a long GD run
+
+
+class _PeakRSS:
+    """Peak resident set size of this process, sampled every 5 ms in a background thread."""
+
+    def __init__(self):
+        import psutil
+
+        self._proc = psutil.Process()
+        self.peak = self.base = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
+def gd_memory_rows(
+    label: str,
+    loss: Callable,
+    params: PyTree,
+    lr: float,
+    steps: Sequence[int] = (1_000, 10_000),
+    saved: int = 11,
+    log: Callable[[str], None] = lambda s: None,
+) -> list[BenchRow]:
+    """Peak RSS growth of `eom.gradient_descent` runs of different lengths, same saved points.
+
+    `save_every = steps // (saved - 1)`, so every run keeps `saved` points; memory must not grow
+    with the number of steps (the chunked `lax.scan` keeps one point per saved step).
+    """
+    from ..engine import gradient_descent
+
+    gradient_descent(loss, params, lr, saved - 1, save_every=1)  # compile
+    rows = []
+    for n in steps:
+        t0 = time.perf_counter()
+        with _PeakRSS() as mem:
+            traj = gradient_descent(loss, params, lr, n, save_every=n // (saved - 1))
+            jax.block_until_ready(traj.params)
+        secs = time.perf_counter() - t0
+        kept = len(np.asarray(traj.steps))
+        growth = (mem.peak - mem.base) / 2**20
+        rows.append(BenchRow("gd-memory", label, "gd", None, f"peak RSS growth MiB ({n} steps)",
+                             growth, f"{kept} saved points, {secs:.1f}s"))  # fmt: skip
+        log(f"  {label} GD {n} steps: peak RSS +{growth:.1f} MiB ({kept} saved), {secs:.1f}s")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole benchmark
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchModel:
+    """A benchmark problem: `make_problem(name, "digits", **options)` and what to run on it."""
+
+    label: str
+    name: str
+    options: dict
+    field_orders: dict  # method -> orders
+    trajectory_orders: dict  # method -> orders
+    num_steps: int
+    subset: int | None = None
+
+
+def bench_models(quick: bool) -> list[BenchModel]:
+    """The problems of the quick and of the full benchmark (digits, float64)."""
+    if quick:
+        return [
+            BenchModel("mlp", "mlp", {"width": 32},
+                       {"bseries": (1, 2, 3, 4), "reference": (1, 2)},
+                       {"bseries": (0, 1, 2), "reference": (1,)}, num_steps=30),
+            BenchModel("cnn", "cnn", {"width": 4, "hidden": 32},
+                       {"bseries": (1, 2)}, {}, num_steps=0),
+            BenchModel("mlp-small", "mlp", {"width": 4},
+                       {"hessian": (1, 2), "bseries": (1, 2)}, {}, num_steps=0),
+        ]  # fmt: skip
+    return [
+        BenchModel("mlp", "mlp", {},
+                   {"bseries": (1, 2, 3, 4), "reference": (1, 2, 3, 4)},
+                   {"bseries": (0, 1, 2), "reference": (1, 2)}, num_steps=200),
+        BenchModel("cnn", "cnn", {"width": 16, "hidden": 192},
+                   {"bseries": (1, 2, 3, 4), "reference": (1, 2, 3)},
+                   {"bseries": (0, 1, 2)}, num_steps=20),
+        BenchModel("mlp-small", "mlp", {"width": 8},
+                   {"hessian": (1, 2), "bseries": (1, 2), "reference": (1, 2)},
+                   {"bseries": (1, 2), "hessian": (1, 2)}, num_steps=30),
+    ]  # fmt: skip
+
+
+def _learning_rate(loss: Callable, params: PyTree, eta_lambda: float) -> tuple[float, float]:
+    """lr with lr·λ_max(H(θ_0)) = `eta_lambda` (λ_max by Lanczos on HVPs); returns (lr, λ_max)."""
+    from ..analysis import sharpness
+
+    lam = float(sharpness(loss, params, tol=1e-4).lambda_max)
+    return eta_lambda / lam, lam
+
+
+def run_bench(
+    quick: bool = False,
+    *,
+    eta_lambda: float = 0.25,
+    models: Sequence[BenchModel] | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> BenchReport:
+    """Run the benchmark and return every row (see the module docstring for what is measured).
+
+    **Arguments:**
+
+    - `quick`: smaller models, fewer repeats, no full-size CNN (a few minutes on 2 cores).
+    - `eta_lambda`: learning rates are set so that lr·λ_max(H(θ_0)) equals this.
+    - `models`: override the problems (`bench_models(quick)` by default).
+    - `log`: called with a progress line after each measurement.
+    """
+    from ..problems import make_problem
+
+    t_start = time.perf_counter()
+    machine = machine_info()
+    budget, max_rep, min_rep = (1.0, 3, 2) if quick else (6.0, 15, 3)
+    models = bench_models(quick) if models is None else models
+    rows: list[BenchRow] = []
+    settings: dict[str, Any] = {"quick": quick, "eta_lambda": eta_lambda, "models": {}}
+    for m in models:
+        problem = make_problem(m.name, "digits", subset=m.subset, **m.options)
+        loss, params = problem.loss, problem.params0
+        label = f"{m.label} ({tree_size(params) / 1000:.1f}k)"
+        lr, lam = _learning_rate(loss, params, eta_lambda)
+        settings["models"][label] = {
+            "model": m.name, "options": m.options, "samples": int(problem.dataset.X.shape[0]),
+            "lr": lr, "lambda_max": lam, "num_steps": m.num_steps,
+        }  # fmt: skip
+        log(f"{label}: lr {lr:.4g} (λ_max {lam:.4g}), {problem.dataset.X.shape[0]} samples")
+        rows += field_rows(label, loss, params, lr, m.field_orders, budget=budget,
+                           max_rep=max_rep, min_rep=min_rep, log=log)  # fmt: skip
+        if m.trajectory_orders and m.num_steps:
+            rows += trajectory_rows(label, loss, params, lr, m.num_steps, m.trajectory_orders,
+                                    repeats=1 if quick else 2, log=log)  # fmt: skip
+    small = make_problem("linear", "digits")
+    lr_small, _ = _learning_rate(small.loss, small.params0, eta_lambda)
+    steps = (1_000, 10_000)
+    rows += gd_memory_rows(f"linear ({small.n_params / 1000:.2f}k)", small.loss, small.params0,
+                           lr_small, steps, log=log)  # fmt: skip
+    machine["load_avg_end"] = tuple(round(x, 2) for x in os.getloadavg())
+    return BenchReport(rows, machine, settings, time.perf_counter() - t_start)
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+
+TARGETS = {1: 3.0, 2: 8.0, 3: 20.0, 4: 50.0}
+
+
+def _fmt(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    if abs(x) >= 1 or x == 0:
+        return f"{x:.2f}"
+    return f"{x:.2e}"
+
+
+def format_table(report: BenchReport) -> str:
+    """The report as Markdown: one table per section, then the machine."""
+    out = []
+    models = list(dict.fromkeys(r.model for r in report.rows))
+    out.append("### Order-N EoM field / one gradient (min over interleaved repeats)\n")
+    out.append("| model | method | N | wall/grad | cpu/grad | FLOPs/grad | target | compile s |"
+               " temp mem/grad |")  # fmt: skip
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    for r in report.rows:
+        if r.section == "field" and r.metric == "wall/grad":
+            g = lambda sec, met, r=r: report.value(sec, r.model, r.method, r.order, met)  # noqa: E731
+            target = f"≤ {TARGETS[r.order]:g}" if r.method == "bseries" else ""
+            out.append(
+                f"| {r.model} | {r.method} | {r.order} | {_fmt(r.value)} | "
+                f"{_fmt(g('field', 'cpu/grad'))} | {_fmt(g('field', 'flops/grad'))} | {target} | "
+                f"{_fmt(g('compile', 'seconds'))} | {_fmt(g('memory', 'temp/grad'))} |"
+            )
+    for m in models:
+        v = [r for r in report.rows if r.model == m and r.metric == "(g, ξ1)/grad wall"]
+        if v:
+            out.append(f"\nξ_1 with the gradient / gradient alone, {m}: {_fmt(v[0].value)}× wall "
+                       f"({v[0].note}).")  # fmt: skip
+    traj = [r for r in report.rows if r.section == "trajectory" and r.metric == "eom/gd wall"]
+    if traj:
+        out.append("\n### EoM trajectory wall time / GD wall time (same steps)\n")
+        out.append("| model | method | N | EoM/GD wall | solver steps/GD step | "
+                   "field evals/GD step | rtol | EoM error ‖θ_EoM − θ_GD‖ |")  # fmt: skip
+        out.append("|---|---|---|---|---|---|---|---|")
+        for r in traj:
+            g = lambda met, r=r: report.value("trajectory", r.model, r.method, r.order, met)  # noqa: E731
+            err = report.value("trajectory", r.model, "bseries", r.order, "eom error")
+            out.append(
+                f"| {r.model} | {r.method} | {r.order} | {_fmt(r.value)} | "
+                f"{_fmt(g('solver steps/gd step'))} | {_fmt(g('field evals/gd step'))} | "
+                f"{r.note.split(',')[0].removeprefix('rtol ')} | {_fmt(err)} |"
+            )
+    mem = [r for r in report.rows if r.section == "gd-memory"]
+    if mem:
+        out.append("\n### Memory of long GD runs (same number of saved points)\n")
+        out.append("| model | run | peak RSS growth (MiB) | note |")
+        out.append("|---|---|---|---|")
+        for r in mem:
+            out.append(f"| {r.model} | {r.metric.split('(')[-1].rstrip(')')} | {_fmt(r.value)} | "
+                       f"{r.note} |")  # fmt: skip
+    mach = report.machine
+    out.append(
+        f"\nMachine: {mach['cpu']}, {mach['nproc']} cores, backend {mach['backend']}, "
+        f"jax {mach['jax']}; load average at start {mach['load_avg_1_5_15']}, at end "
+        f"{mach.get('load_avg_end', '?')}. Total {report.seconds:.0f} s."
+    )
+    for label, s in report.settings.get("models", {}).items():
+        out.append(f"- {label}: {s['model']} {s['options'] or ''}, {s['samples']} samples, "
+                   f"lr {s['lr']:.4g} (lr·λ_max = {report.settings['eta_lambda']}), "
+                   f"{s['num_steps']} GD steps")  # fmt: skip
+    return "\n".join(out)
