@@ -12,8 +12,19 @@ from .._errors import EomError
 from ..engine import MAX_ORDER
 
 
+class ModelSettings:
+    """Shared behaviour of every command's settings dataclass (model options, plain dict)."""
+
+    def model_kwargs(self) -> dict:
+        """The built-in model options that were given (`width`, `depth`)."""
+        return {k: v for k, v in (("width", self.width), ("depth", self.depth)) if v is not None}
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 @dataclass
-class RunSettings:
+class RunSettings(ModelSettings):
     """Every setting of `eom run` (also the keys accepted in a `--config` TOML file)."""
 
     model: str = "mlp"
@@ -33,12 +44,6 @@ class RunSettings:
     local: bool = False
     name: str | None = None
     out: str | None = None
-
-    def model_kwargs(self) -> dict:
-        return {k: v for k, v in (("width", self.width), ("depth", self.depth)) if v is not None}
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def parse_orders(text: str | list | None) -> list[int] | None:

@@ -18,11 +18,12 @@ from ..measure import fit_sweep, sweep_point
 from ._figures import order_accuracy_figure, order_name
 from ._report import figure, kv_table, page, table
 from ._run import build_problem, choose_lr
+from ._settings import ModelSettings
 from ._store import RunDir, read_json
 
 
 @dataclass
-class SweepSettings:
+class SweepSettings(ModelSettings):
     """Settings of `eom sweep` (also the keys of its `--config` TOML file)."""
 
     model: str = "mlp"
@@ -39,14 +40,6 @@ class SweepSettings:
     depth: int | None = None
     name: str | None = None
     out: str | None = None
-
-    def model_kwargs(self) -> dict:
-        return {k: v for k, v in (("width", self.width), ("depth", self.depth)) if v is not None}
-
-    def as_dict(self) -> dict:
-        import dataclasses
-
-        return dataclasses.asdict(self)
 
 
 def parse_lrs(text: str | list | None) -> list[float] | None:

@@ -69,6 +69,7 @@ from ._app import (
     out_dir,
     progress_bar,
 )
+from ._settings import ModelSettings
 from ._store import RunDir, read_json
 
 #: The processes compared, with the EoM order of each continuous one.
@@ -90,7 +91,7 @@ S_FLOOR = 1e-8
 
 
 @dataclass
-class SymmetrySettings:
+class SymmetrySettings(ModelSettings):
     """Settings of `eom symmetry` (also the keys of its `--config` TOML file)."""
 
     model: str = "mlp-bn"
@@ -123,11 +124,6 @@ class SymmetrySettings:
     def weight_decay(self) -> float:
         """The smallest λ (for the shared checks of `_settings.validate`)."""
         return min(self.weight_decays) if self.weight_decays else 0.0
-
-    def as_dict(self) -> dict:
-        import dataclasses
-
-        return dataclasses.asdict(self)
 
 
 def parse_weight_decays(text: str | float | Sequence | None) -> list[float] | None:

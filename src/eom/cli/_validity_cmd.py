@@ -54,6 +54,7 @@ from ._app import (
     out_dir,
 )
 from ._figures import REGIME_BANDS, _positive, _save, order_name
+from ._settings import ModelSettings
 from ._store import RunDir, read_json
 
 #: Defaults of the full sweep and of `--quick` (points, horizon_steps).
@@ -62,7 +63,7 @@ QUICK_POINTS, QUICK_HORIZON_STEPS = 4, 2
 
 
 @dataclass
-class ValiditySettings:
+class ValiditySettings(ModelSettings):
     """Settings of `eom validity` (also the keys of its `--config` TOML file)."""
 
     model: str = "mlp"
@@ -80,14 +81,6 @@ class ValiditySettings:
     quick: bool = False
     name: str | None = None
     out: str | None = None
-
-    def model_kwargs(self) -> dict:
-        return {k: v for k, v in (("width", self.width), ("depth", self.depth)) if v is not None}
-
-    def as_dict(self) -> dict:
-        import dataclasses
-
-        return dataclasses.asdict(self)
 
 
 def check_settings(s: ValiditySettings) -> None:
