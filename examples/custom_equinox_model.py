@@ -47,9 +47,9 @@ def factory(dataset, seed: int, width: int = 32):
 if __name__ == "__main__":
     import eom
     from eom._tree import tree_norm, tree_sub
-    from eom.problems import load_dataset
+    from eom.problems import open_dataset
 
-    data = load_dataset("digits", subset=128)
+    data = open_dataset("digits", subset=128)
     loss, params0 = factory(data, seed=0)
     lr, steps = 0.05, 50
     gd = eom.gradient_descent(loss, params0, lr, steps, save_every=steps)

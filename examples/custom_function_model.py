@@ -46,9 +46,9 @@ def factory(dataset, seed: int, width: int = 16):
 if __name__ == "__main__":
     import eom
     from eom._tree import tree_norm, tree_sub
-    from eom.problems import load_dataset
+    from eom.problems import open_dataset
 
-    data = load_dataset("teacher-student", subset=128)
+    data = open_dataset("teacher-student", subset=128)
     loss, params0 = factory(data, seed=0)
     lr, steps = 0.1, 50
     gd = eom.gradient_descent(loss, params0, lr, steps, save_every=steps)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from eom import EomError
-from eom.problems import DATASETS, Dataset, _data, digits, load_dataset, load_npz, teacher_student
+from eom.problems import DATASETS, Dataset, _data, digits, load_npz, open_dataset, teacher_student
 
 
 def test_digits_shape_dtype_and_standardization():
@@ -28,9 +28,9 @@ def test_digits_shape_dtype_and_standardization():
 
 
 def test_subset_is_deterministic_and_seeded():
-    a = load_dataset("digits", subset=50, seed=3)
-    b = load_dataset("digits", subset=50, seed=3)
-    c = load_dataset("digits", subset=50, seed=4)
+    a = open_dataset("digits", subset=50, seed=3)
+    b = open_dataset("digits", subset=50, seed=3)
+    c = open_dataset("digits", subset=50, seed=4)
     assert a.X.shape == (50, 8, 8) and a.n_classes == 10
     np.testing.assert_array_equal(a.X, b.X)
     np.testing.assert_array_equal(a.y, b.y)
@@ -44,7 +44,7 @@ def test_subset_is_deterministic_and_seeded():
 @pytest.mark.parametrize("subset", [0, -1, 1798, 2.5, True])
 def test_subset_out_of_range(subset):
     with pytest.raises(EomError, match="subset"):
-        load_dataset("digits", subset=subset)
+        open_dataset("digits", subset=subset)
 
 
 def test_teacher_student_regression_seeded():
@@ -85,13 +85,13 @@ def test_mnist1d_generated_locally_without_network_or_pickle(monkeypatch, tmp_pa
     np_before, py_before = np.random.random(), random.random()
     np.random.seed(123)
     random.seed(123)
-    data = load_dataset("mnist1d", subset=100)
+    data = open_dataset("mnist1d", subset=100)
     # the generator's global seeding must not leak into the caller's RNG state
     assert np.random.random() == np_before and random.random() == py_before
     assert list(tmp_path.iterdir()) == []  # no pickle cache written
     assert data.X.shape == (100, 40) and data.X.dtype == jnp.float64
     assert data.n_classes == 10 and data.input_shape == (40,)
-    full = load_dataset("mnist1d")
+    full = open_dataset("mnist1d")
     assert full.X.shape == (4000, 40)
     # Fixed seed (42, the package default): the generated data are the same every time. Checked
     # against values recorded once (generating twice would double the test's ~3 s cost); the
@@ -104,7 +104,7 @@ def test_mnist1d_generated_locally_without_network_or_pickle(monkeypatch, tmp_pa
 
 def test_unknown_dataset_lists_valid_names():
     with pytest.raises(EomError) as err:
-        load_dataset("digitz")
+        open_dataset("digitz")
     for name in DATASETS:
         assert name in str(err.value)
     assert ".npz" in str(err.value)
@@ -118,12 +118,12 @@ def test_npz_classification_and_regression(tmp_path, rng):
     X = rng.standard_normal((30, 3, 4)).astype(np.float32)
     y = rng.integers(0, 3, 30)
     np.savez(tmp_path / "c.npz", X=X, y=y)
-    data = load_dataset(str(tmp_path / "c.npz"))
+    data = open_dataset(str(tmp_path / "c.npz"))
     assert data.task == "classification" and data.n_classes == 3
     assert data.input_shape == (3, 4) and data.X.dtype == jnp.float64
     np.testing.assert_array_equal(np.asarray(data.X), X.astype(np.float64))
     np.savez(tmp_path / "r.npz", X=X[:, 0], y=rng.standard_normal(30))
-    reg = load_dataset(tmp_path / "r.npz", subset=10)
+    reg = open_dataset(tmp_path / "r.npz", subset=10)
     assert reg.task == "regression" and reg.y.shape == (10, 1) and reg.out_dim == 1
     np.savez(tmp_path / "r2.npz", X=X[:, 0], y=rng.standard_normal((30, 2)))
     assert load_npz(tmp_path / "r2.npz").out_dim == 2
@@ -153,25 +153,25 @@ def _bad(tmp_path, **arrays):
 )
 def test_npz_bad_contents(tmp_path, arrays, match):
     with pytest.raises(EomError, match=match):
-        load_dataset(str(_bad(tmp_path, **arrays)))
+        open_dataset(str(_bad(tmp_path, **arrays)))
 
 
 def test_npz_missing_file(tmp_path):
     with pytest.raises(EomError, match="does not exist"):
-        load_dataset(str(tmp_path / "nope.npz"))
+        open_dataset(str(tmp_path / "nope.npz"))
 
 
 def test_npz_not_an_npz(tmp_path):
     text = tmp_path / "data.npz"
     text.write_text("X,y\n1,2\n")
     with pytest.raises(EomError, match="not a readable .npz"):
-        load_dataset(str(text))
+        open_dataset(str(text))
     npy = tmp_path / "arr.npy"
     np.save(npy, np.zeros((3, 2)))
     with pytest.raises(EomError, match="single .npy array"):
-        load_dataset(str(npy))
+        open_dataset(str(npy))
     with pytest.raises(EomError, match="directory"):
-        load_dataset(tmp_path)
+        open_dataset(tmp_path)
 
 
 def test_npz_object_array_rejected_without_pickle(tmp_path):
@@ -181,4 +181,4 @@ def test_npz_object_array_rejected_without_pickle(tmp_path):
     X[:, 0] = [1.0, [2.0], "x"]
     np.savez(path, X=X, y=np.array([0, 1, 0]))
     with pytest.raises(EomError, match="object arrays"):
-        load_dataset(str(path))
+        open_dataset(str(path))

@@ -125,9 +125,9 @@ def step_counts(points: int, min_target: float, max_target: float, horizon_steps
 
 def build_problem(s: ValiditySettings):
     """The problem on at most `s.subset` samples (all of them if the data set is smaller)."""
-    from ..problems import load_dataset, make_problem
+    from ..problems import make_problem, open_dataset
 
-    data = load_dataset(s.dataset, seed=s.seed)
+    data = open_dataset(s.dataset, seed=s.seed)
     subset = None if s.subset is None or s.subset >= data.n_samples else s.subset
     return make_problem(s.model, data, seed=s.seed, subset=subset, **s.model_kwargs())
 

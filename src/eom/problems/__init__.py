@@ -17,9 +17,9 @@ from ._data import (
     TEACHER_STUDENT as TEACHER_STUDENT,
     Dataset as Dataset,
     digits as digits,
-    load_dataset as load_dataset,
     load_npz as load_npz,
     mnist1d as mnist1d,
+    open_dataset as open_dataset,
     take_subset as take_subset,
     teacher_student as teacher_student,
 )

@@ -304,7 +304,7 @@ def is_npz_path(dataset: str | os.PathLike) -> bool:
     )
 
 
-def load_dataset(
+def open_dataset(
     dataset: str | os.PathLike, *, seed: int = 0, subset: int | None = None
 ) -> Dataset:
     """A built-in data set by name, or an `.npz` file by path; then `take_subset(…, subset, seed)`.

@@ -28,7 +28,7 @@ from jaxtyping import Array, Float, Int, PyTree
 
 from .._errors import EomError
 from .._tree import check_params, tree_size
-from ._data import DATASET_HELP, Dataset, load_dataset, take_subset
+from ._data import DATASET_HELP, Dataset, open_dataset, take_subset
 from ._models import MODEL_HELP, MODELS, build_model
 
 
@@ -134,7 +134,7 @@ def make_problem(
     if isinstance(dataset, Dataset):
         data = take_subset(dataset, subset, data_seed)
     else:
-        data = load_dataset(dataset, seed=data_seed, subset=subset)
+        data = open_dataset(dataset, seed=data_seed, subset=subset)
     if not isinstance(model, str):
         raise EomError(f"model must be a string, got {type(model).__name__}.")
     if model in MODELS:
