@@ -99,6 +99,17 @@ def modified_field_terms(field: Field, order: int) -> tuple[Field, ...]:
     return tuple(F)
 
 
+def euler_step(field: Field) -> Callable[[PyTree, Any], PyTree]:
+    """The explicit Euler map `(x, h) -> x + h F(x)` of `field`."""
+    return lambda x, h: tree_add(x, tree_scale(h, field(x)))
+
+
+def modified_terms_reference(field: Field, x: PyTree, order: int) -> tuple[PyTree, ...]:
+    r"""$(F_1(x), \dots, F_{order}(x))$ by the plain recursion (the reference for tests)."""
+    terms = modified_field_terms(field, order)
+    return tuple(f(x) for f in terms[1:])
+
+
 def modified_terms(field: Field, x: PyTree, order: int) -> tuple[PyTree, ...]:
     r"""Evaluate the explicit-Euler modified-equation terms $(F_1(x), \dots, F_{order}(x))$.
 
@@ -110,12 +121,27 @@ def modified_terms(field: Field, x: PyTree, order: int) -> tuple[PyTree, ...]:
 
     **Returns:** a tuple of `order` pytrees shaped like `x`. With step $h$, the time-$h$ flow of
     $F + \sum_{n\le N} h^nF_n$ equals $x + hF(x)$ up to $O(h^{N+2})$.
+
+    Computed on the fast path of `eom.engine._map` (the logarithm of the iterated Euler map,
+    Taylor mode in $h$; THEORY.md §7), which equals the plain recursion
+    (`modified_terms_reference`) to rounding; call it inside `jax.jit`.
     """
-    terms = modified_field_terms(field, order)
-    return tuple(f(x) for f in terms[1:])
+    order = check_order(order)
+    if order == 0:
+        return ()
+    from ._map import modified_terms_of_map
+
+    return tuple(modified_terms_of_map(euler_step(field), x, order)[1:])
 
 
 def modified_field(field: Field, h: float, order: int) -> Field:
-    r"""The truncated modified field $x \mapsto F(x) + hF_1(x) + \dots + h^{N}F_N(x)$."""
-    terms = modified_field_terms(field, order)
-    return _sum_fields(list(terms), [h**n for n in range(order + 1)])
+    r"""The truncated modified field $x \mapsto F(x) + hF_1(x) + \dots + h^{N}F_N(x)$.
+
+    Fast path as `modified_terms` (the plain recursion is `modified_field_terms`).
+    """
+    order = check_order(order)
+    if order == 0:
+        return field
+    from ._map import map_modified_field
+
+    return map_modified_field(euler_step(field), h, order)
