@@ -9,12 +9,25 @@ from ._counter import (
     regularized as regularized,
     vector_field as vector_field,
 )
+from ._map import (
+    map_modified_field as map_modified_field,
+    modified_terms_of_map as modified_terms_of_map,
+)
 from ._modified import (
     MAX_ORDER as MAX_ORDER,
     check_order as check_order,
     lie_derivative as lie_derivative,
     modified_field as modified_field,
     modified_terms as modified_terms,
+)
+from ._sgd import (
+    SGD as SGD,
+    SwitchingModel as SwitchingModel,
+    make_batches as make_batches,
+    sgd as sgd,
+    sgd_averaged_field as sgd_averaged_field,
+    sgd_epoch_field as sgd_epoch_field,
+    sgd_regularizer as sgd_regularizer,
 )
 from ._trajectory import (
     Trajectory as Trajectory,
