@@ -176,15 +176,15 @@ def _step_field(loss_wd: BatchLoss, order: int) -> Callable:
 def epoch_step(loss: BatchLoss, batches: PyTree, *, weight_decay: float = 0.0, order=None):
     r"""The cyclic epoch map `(θ, h) ->` $m$ Euler steps of size $h/m$ on batches $0 \dots m-1$.
 
-    `order` (a permutation of range(m)) replaces the cyclic order.
+    `order` (a permutation of range(m), may be traced) replaces the cyclic order.
     """
     m = num_batches(batches)
     grad = jax.grad(_batch_loss_wd(loss, weight_decay))
-    idx = list(range(m)) if order is None else [int(i) for i in order]
+    idx = jnp.arange(m) if order is None else jnp.asarray(order)
 
     def step(theta, h):
-        for i in idx:
-            g = grad(theta, _take(batches, i))
+        for j in range(m):
+            g = grad(theta, _take(batches, idx[j]))
             theta = jax.tree.map(lambda x, gi: x - (h / m) * gi, theta, g)
         return theta
 
@@ -202,12 +202,20 @@ def sgd_epoch_field(
     the full loss. Pure and jit-compatible.
     """
     lr = check_lr(lr)
-    order = check_order(order)
-    m = num_batches(batches)
-    h = m * lr
-    step = epoch_step(loss, batches, weight_decay=weight_decay)
+    fn = epoch_field_fn(loss, batches, check_order(order), weight_decay=weight_decay)
+    return lambda theta: fn(theta, lr)
 
-    def field(theta):
+
+def epoch_field_fn(
+    loss: BatchLoss, batches: PyTree, order: int, *, weight_decay: float = 0.0, perm=None
+) -> Callable[[PyTree, Any], PyTree]:
+    """`(θ, lr) ->` the epoch EoM field of `sgd_epoch_field` with the rate traced (`perm`: a
+    fixed batch order instead of the cyclic one)."""
+    m = num_batches(batches)
+    step = epoch_step(loss, batches, weight_decay=weight_decay, order=perm)
+
+    def field(theta, lr):
+        h = m * lr
         terms = modified_terms_of_map(step, theta, order)
         out = terms[0]
         for n, t in enumerate(terms[1:], start=1):
@@ -246,19 +254,27 @@ def sgd_averaged_field(
     """
     lr = check_lr(lr)
     order = check_order(order)
-    m = num_batches(batches)
-    loss_wd = _batch_loss_wd(loss, weight_decay)
+    num_batches(batches)
     if order >= 2:
         raise UnsupportedOrderError(
             f"the random-order averaged EoM is available at orders 0 and 1, got {order}: beyond "
             "first order it is the field of the permutation-averaged epoch map, which is not "
             "verified here. Use order 1, the cyclic epoch EoM, or the switching EoM."
         )
+    fn = averaged_field_fn(loss, batches, order, weight_decay=weight_decay)
+    return lambda theta: fn(theta, lr)
+
+
+def averaged_field_fn(
+    loss: BatchLoss, batches: PyTree, order: int, *, weight_decay: float = 0.0
+) -> Callable[[PyTree, Any], PyTree]:
+    """`(θ, lr) ->` the averaged field (orders 0, 1) of `sgd_averaged_field`, rate traced."""
+    m = num_batches(batches)
+    loss_wd = _batch_loss_wd(loss, weight_decay)
     grad_b = jax.grad(loss_wd)
 
-    def modified_loss(theta):
-        vals = jax.vmap(lambda b: loss_wd(theta, b))(batches)
-        out = jnp.mean(vals)
+    def modified_loss(theta, lr):
+        out = jnp.mean(jax.vmap(lambda b: loss_wd(theta, b))(batches))
         if order == 1:
             grads = jax.vmap(lambda b: grad_b(theta, b))(batches)
             sq = sum(jnp.sum(g**2) for g in jax.tree.leaves(grads))
@@ -266,7 +282,7 @@ def sgd_averaged_field(
         return out
 
     g = jax.grad(modified_loss)
-    return lambda theta: tree_scale(-1.0, g(theta))
+    return lambda theta, lr: tree_scale(-1.0, g(theta, lr))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +314,7 @@ class SGD(Optimizer):
     name: ClassVar[str] = "sgd"
     batches: PyTree
     shuffle: str = eqx.field(static=True, default="cyclic")
-    seed: int = eqx.field(static=True, default=0)
+    seed: Any = 0  # an int, or a traced integer array (one compile for many seeds)
     weight_decay: float = eqx.field(static=True, default=0.0)
     repartition: bool = eqx.field(static=True, default=False)
     batch_size: int | None = eqx.field(static=True, default=None)
@@ -363,7 +379,6 @@ class SGD(Optimizer):
 
         The averaged model is included for orders 0–1 only (higher: not verified).
         """
-        lr_val = check_lr(lr)
         wd = float(self.weight_decay)
         loss_wd = _batch_loss_wd(loss, wd)
         gf_grad = jax.grad(regularized(self.full_loss(loss), wd))
@@ -393,17 +408,18 @@ class SGD(Optimizer):
             if N == 0:
                 continue
             if self.shuffle == "cyclic" and not self.repartition:
-                ef = sgd_epoch_field(loss, self.batches, lr_val, N, weight_decay=wd)
+                ef = epoch_field_fn(loss, self.batches, N, weight_decay=wd)
                 out.append(
                     ContinuousModel(
-                        f"epoch{N}", "epoch", N, lambda t, y, lr, ef=ef: ef(y), "none", self.m
+                        f"epoch{N}", "epoch", N, lambda t, y, lr, ef=ef: ef(y, lr), "none", self.m
                     )
                 )
             elif N == 1 and not self.repartition:
-                af = sgd_averaged_field(loss, self.batches, lr_val, 1, weight_decay=wd)
+                af = averaged_field_fn(loss, self.batches, 1, weight_decay=wd)
                 out.append(
                     ContinuousModel(
-                        "averaged1", "averaged", 1, lambda t, y, lr, af=af: af(y), "none", self.m
+                        "averaged1", "averaged", 1, lambda t, y, lr, af=af: af(y, lr), "none",
+                        self.m,
                     )
                 )
         return tuple(out)
@@ -431,6 +447,11 @@ def _sgd_chunk(opt: SGD, loss: BatchLoss, p, lr, k0, counts):
     return ps
 
 
+@eqx.filter_jit
+def _loss_trace(opt: SGD, loss: BatchLoss, params):
+    return jax.vmap(opt.full_loss(loss))(params)
+
+
 def sgd(
     loss: BatchLoss,
     params0: PyTree,
@@ -456,7 +477,8 @@ def sgd(
     shuffle = _check_shuffle(shuffle)
     if isinstance(num_epochs, bool) or not isinstance(num_epochs, int | np.integer):
         raise EomError(f"num_epochs must be an integer ≥ 0, got {num_epochs!r}.")
-    opt = SGD(batches, shuffle=shuffle, seed=int(seed), weight_decay=float(weight_decay))
+    seed = jnp.asarray(int(seed))  # traced: one compile serves every seed
+    opt = SGD(batches, shuffle=shuffle, seed=seed, weight_decay=float(weight_decay))
     grid = save_grid(int(num_epochs) * m, save_every)
     p, saved, prev = params0, [jax.tree.map(lambda x: x[None], params0)], 0
     for part, n in chunks(grid):
@@ -465,7 +487,7 @@ def sgd(
         saved.append(jax.tree.map(lambda x: x[:n], ps))
         p, prev = jax.tree.map(lambda x: x[n - 1], ps), part[n - 1]
     params = _stack(saved)
-    losses = jax.vmap(opt.full_loss(loss))(params)
+    losses = _loss_trace(opt, loss, params)
     _check_finite(np.asarray(losses), grid, "SGD", lr)
     return Trajectory(jnp.asarray(grid), jnp.asarray(grid * lr), params, losses)
 
