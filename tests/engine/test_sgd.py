@@ -187,3 +187,62 @@ def test_models_and_bad_input():
         sgd(loss, P0, {"x": BATCHES["x"], "y": BATCHES["y"][:2]}, 0.1, 1)
     with pytest.raises(eom.EomError, match="batch"):
         sgd(lambda p: jnp.sum(p["w"]), P0, BATCHES, 0.1, 1)
+
+
+@pytest.mark.slow
+def test_digits_averaged_flow_tracks_mean_random_reshuffling_iterate():
+    """310-parameter tanh MLP (64→4→10) on 128 digits, 8 batches of 16, random reshuffling,
+    16 seeds, η = 0.01 (η·λ_max(batch) ≈ 0.09, mη·λ_max(L) ≈ 0.12: inside the epoch series'
+    accurate regime). At every epoch boundary the first-order averaged flow
+    −∇[L + (η/4m)Σ‖∇L_i‖²] is closer to the mean SGD iterate than gradient flow.
+
+    Measured (32 seeds): ratio ‖mean − GF‖/‖mean − avg1‖ = 5.4 after 1 epoch, 20–23 after
+    10–20; the remaining gap equals the standard error of the seed mean (~2e-4), i.e. it is
+    sampling noise. With 16 seeds the noise is √2 larger, hence the margins 2× and 5×."""
+    from jax.flatten_util import ravel_pytree
+    from sklearn.datasets import load_digits
+
+    from eom.engine import make_batches
+    from eom.engine._sgd import _sgd_chunk, averaged_field_fn
+
+    d = load_digits()
+    X = d.data[:128].astype(np.float64)
+    X = (X - X.mean(0)) / (X.std(0) + 1e-8)
+    batches = make_batches({"x": jnp.asarray(X), "y": jnp.asarray(d.target[:128])}, 16)
+    m, lr, epochs, seeds = 8, 0.01, 10, 16
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    p0 = {"W1": jax.random.normal(k1, (64, 4)) / 8.0, "b1": jnp.zeros(4),
+          "W2": jax.random.normal(k2, (4, 10)) / 2.0, "b2": jnp.zeros(10)}
+
+    def mlp_loss(p, b):
+        z = jnp.tanh(b["x"] @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+        picked = jnp.take_along_axis(z, b["y"][:, None], 1)[:, 0]
+        return jnp.mean(jax.nn.logsumexp(z, axis=1) - picked)
+
+    ts = jnp.arange(epochs + 1) * m * lr
+
+    def solve(order):
+        f = averaged_field_fn(mlp_loss, batches, order)
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda t, y, a: f(y, a)), SOLVER, 0.0, float(ts[-1]), lr, p0,
+            args=lr, saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.PIDController(rtol=1e-11, atol=1e-12),
+        )
+        return jax.vmap(lambda i: ravel_pytree(jax.tree.map(lambda v: v[i], sol.ys))[0])(
+            jnp.arange(1, epochs + 1)
+        )
+
+    gf, av = jax.jit(lambda: solve(0))(), jax.jit(lambda: solve(1))()
+
+    def run(seed):
+        opt = SGD(batches, shuffle="random", seed=seed)
+        ps = _sgd_chunk(opt, mlp_loss, p0, lr, jnp.asarray(0), jnp.full((epochs,), m))
+        return jax.vmap(lambda i: ravel_pytree(jax.tree.map(lambda v: v[i], ps))[0])(
+            jnp.arange(epochs)
+        )
+
+    mean = jnp.mean(jax.jit(jax.vmap(run))(jnp.arange(seeds)), axis=0)
+    d_gf = np.asarray(jnp.linalg.norm(mean - gf, axis=1))
+    d_av = np.asarray(jnp.linalg.norm(mean - av, axis=1))
+    assert np.all(d_gf > 2 * d_av), (d_gf, d_av)
+    assert d_gf[-1] > 5 * d_av[-1], (d_gf, d_av)
