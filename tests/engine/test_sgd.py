@@ -181,6 +181,16 @@ def test_models_and_bad_input():
     np.testing.assert_array_equal(
         _flat(sw.field(0.45, y, 0.1)), _flat(sw.step_field(4, y, 0.1))
     )
+    # per-sample repartition: every epoch is a fresh partition using each sample once (n = mB)
+    samples = {"x": jnp.arange(12.0)}
+    opt = SGD(samples, shuffle="random", seed=1, repartition=True, batch_size=4)
+    assert opt.m == 3
+    parts = [np.asarray(opt.batch(k)["x"]) for k in range(6)]
+    for e in range(2):
+        assert sorted(np.concatenate(parts[3 * e : 3 * e + 3]).tolist()) == list(range(12))
+    assert not np.array_equal(np.concatenate(parts[:3]), np.concatenate(parts[3:]))
+    with pytest.raises(eom.EomError, match="batch_size"):
+        SGD(samples, repartition=True)
     with pytest.raises(eom.EomError, match="shuffle"):
         sgd(loss, P0, BATCHES, 0.1, 1, shuffle="sorted")
     with pytest.raises(eom.EomError, match="leading"):
