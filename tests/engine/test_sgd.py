@@ -229,7 +229,7 @@ def test_digits_averaged_flow_tracks_mean_random_reshuffling_iterate():
         picked = jnp.take_along_axis(z, b["y"][:, None], 1)[:, 0]
         return jnp.mean(jax.nn.logsumexp(z, axis=1) - picked)
 
-    ts = jnp.arange(epochs + 1) * m * lr
+    ts = jnp.arange(epochs + 1, dtype=jnp.float64) * (m * lr)
 
     def solve(order):
         f = averaged_field_fn(mlp_loss, batches, order)

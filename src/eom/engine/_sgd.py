@@ -292,9 +292,10 @@ def averaged_field_fn(
 class SwitchingModel(ContinuousModel):
     """A `boundaries="step"` model that also gives the field of step $k$ directly.
 
-    `field(t, y, lr)` picks the batch from $k = \\lfloor t/\\eta\\rfloor$, which is ambiguous at
-    the right end of a step (where $t/\\eta$ is the next integer); a solver restarted on
-    $[k\\eta, (k+1)\\eta]$ should call `step_field(k, y, lr)` instead.
+    `field(t, y, lr)` picks the batch of step $k = \\lfloor t/\\eta + 5\\cdot10^{-10}\\rfloor$:
+    right for $t \\in [k\\eta, (k+1-10^{-9})\\eta]$ (clamp $t$ there, as `eom.compare` does),
+    wrong at $t = (k+1)\\eta$ itself. `step_field(k, y, lr)` is the field of step $k$ without
+    that caveat.
     """
 
     step_field: Callable = eqx.field(static=True, default=None)
@@ -397,7 +398,9 @@ class SGD(Optimizer):
                 return sf(y, self.batch(k), lr)
 
             def switch_field(t, y, lr, step_field=step_field):
-                k = jnp.floor(t / lr).astype(jnp.int32)
+                # k = ⌊t/η + 5e-10⌋: exact for t in [kη, (k+1−1e-9)η] despite rounding of kη
+                # (eom.compare clamps t into that interval on each restarted step), k ≲ 1e6.
+                k = jnp.floor(t / lr + 5e-10).astype(jnp.int32)
                 return step_field(k, y, lr)
 
             out.append(
