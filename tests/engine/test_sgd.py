@@ -267,6 +267,7 @@ def _compare_takes_optimizer() -> bool:
     return "optimizer" in inspect.signature(eom.compare).parameters
 
 
+@pytest.mark.slow  # four models compiled and verified by compare: 440 s at load 16 on 2 cores
 @pytest.mark.skipif(not _compare_takes_optimizer(), reason="eom.compare is not optimizer-aware yet")
 def test_compare_with_sgd():
     """eom.compare(…, optimizer=SGD(...)) on the tiny problem: the discrete side is `sgd`
