@@ -72,7 +72,8 @@ def num_batches(batches: PyTree) -> int:
     if len(sizes) != 1 or -1 in sizes:
         raise EomError(
             "every leaf of batches needs the same leading axis (the batch index i = 0 … m−1), "
-            f"got leading sizes {sorted(sizes)}."
+            f"got leading sizes {sorted(sizes)}. Batches are equal-sized: make_batches(samples, "
+            "batch_size) builds them and drops the last partial batch."
         )
     m = sizes.pop()
     if m < 1:
@@ -89,7 +90,8 @@ def make_batches(samples: PyTree, batch_size: int) -> PyTree:
     B = int(batch_size)
     if B < 1 or B > n:
         raise EomError(
-            f"batch_size must be between 1 and the number of samples {n}, got {batch_size}."
+            f"batch_size must be between 1 and the number of samples {n}, got {batch_size} "
+            "(the last partial batch is dropped, so at least one full batch is needed)."
         )
     m = n // B
     return jax.tree.map(lambda v: jnp.reshape(v[: m * B], (m, B, *v.shape[1:])), samples)
@@ -378,7 +380,8 @@ class SGD(Optimizer):
     def models(self, loss: BatchLoss, lr, orders: tuple[int, ...]) -> tuple[ContinuousModel, ...]:
         """GF; switching EoM of each order; cyclic epoch EoM / random averaged EoM (order ≥ 1).
 
-        The averaged model is included for orders 0–1 only (higher: not verified).
+        The averaged model is included for orders 0–1 only (higher: not verified); with
+        `repartition=True` only GF and the switching EoMs (the epoch map changes every epoch).
         """
         wd = float(self.weight_decay)
         loss_wd = _batch_loss_wd(loss, wd)
