@@ -489,7 +489,7 @@ def sgd(
     p, saved, prev = params0, [jax.tree.map(lambda x: x[None], params0)], 0
     for part, n in chunks(grid):
         counts = np.diff(np.concatenate([[prev], part]))
-        ps = _sgd_chunk(opt, loss, p, lr, jnp.asarray(prev), jnp.asarray(counts))
+        ps = _sgd_chunk(opt, loss, p, jnp.asarray(lr), jnp.asarray(prev), jnp.asarray(counts))
         saved.append(jax.tree.map(lambda x: x[:n], ps))
         p, prev = jax.tree.map(lambda x: x[n - 1], ps), part[n - 1]
     params = _stack(saved)
