@@ -16,15 +16,22 @@ All the work is organised around the *spine* $\Psi_K(y) = \big(F^{(j)}(y)[v^j]\b
 (the $v$ held fixed), computed by $K$ nested `jax.jvp`s along the same vector:
 
 - $r = 0$: $F(\tau) = F^{(k)}[v^k]$ is a component of $\Psi_K(x)$ itself;
-- $r = 1$: $F^{(k+1)}(v^k, u) = \big(\Psi_K'(x)\,u\big)_k$ — one application of the linearization
-  of $\Psi_K$ (`jax.linearize`, computed once) to $u = F(\sigma)$ gives every $k$ at once;
-- $r \ge 2$ (from order 4 on, e.g. $F''(F'F, F'F)$): nested `jax.jvp`s of the spine component
-  along the $\sigma_i$.
+- $r = 1$: $F^{(k+1)}(v^k, u) = \big(\Psi_K'(x)\,u\big)_k$ — one `jax.jvp` of the spine $\Psi_K$
+  along $u = F(\sigma)$ (a *push*, $K$ the largest $k$ needed for that $\sigma$) gives every $k$
+  at once; $F''(u, u)$, when needed, rides on the same push (order 4: $F''(F'F, F'F)$);
+- $r \ge 2$ otherwise: nested `jax.jvp`s of the spine component along the $\sigma_i$.
 
-Each tree that is a *child* somewhere is evaluated once (children are shared). Trees that only
-appear at the top of some $F_n$ are never formed one by one when they share $k$ and $r = 1$:
-by linearity $\sum_\sigma c_\sigma F^{(k+1)}(v^k, F(\sigma)) = F^{(k+1)}(v^k, \sum_\sigma c_\sigma
-F(\sigma))$, one application for the whole bundle.
+Each tree that is a *child* somewhere is evaluated once (children are shared). Top-level trees
+with $r = 1$ and the same $k$ are bundled by linearity,
+$\sum_\sigma c_\sigma F^{(k+1)}(v^k, F(\sigma)) = F^{(k+1)}(v^k, \sum_\sigma c_\sigma F(\sigma))$:
+one push for the whole bundle (order 4: $F''(F, F'F'F)/20 + F''(F, F''(F,F))/120$ in one); a
+bundle of one whose child is pushed anyway deepens that push instead. Plain `jax.jvp`s throughout
+(no `jax.linearize`), so XLA merges the primal and first-order work the passes share.
+
+**Cost (the floor).** Counted in gradient-equivalents of XLA FLOPs on the digits MLP (26k,
+`benchmarks/README.md`): the spine $\Psi_K$, then one tangent per push ($\approx 1.8$ for
+component 0, $\approx 3.8$ up to component 1). Order 2 is $\Psi_2$'s top plus one push
+(6.9, the schedule's floor); order 4 is $\Psi_4$ (13.3) plus five pushes and $F''(u,u)$ (33.9).
 
 Nested `jvp`s along one repeated vector beat `jax.experimental.jet` here: XLA merges the
 duplicated sub-expressions, leaving the $(K+1)(K+2)/2$ products per bilinear operation of
@@ -149,7 +156,7 @@ class Schedule:
 
     @property
     def push_depth(self) -> int:
-        """Largest $k$ of any $F^{(k+1)}(v^k, u)$ needed (-1: the linearization is not used)."""
+        """Largest $k$ of any $F^{(k+1)}(v^k, u)$ needed (-1: no push is used)."""
         ks = [split_tree(t)[0] for t in self.vectors if len(split_tree(t)[1]) == 1]
         ks += [k for b in self.bundles for k, _ in b]
         return max(ks, default=-1)
@@ -170,13 +177,19 @@ def schedule(order: int) -> Schedule:
     for comb in combos:
         for tau in comb:
             _subtrees(tau, vectors)
-    # Children σ that are pushed through the linearized spine anyway (their other k are free).
-    pushed = {split_tree(t)[1][0] for t in vectors if len(split_tree(t)[1]) == 1}
-    # Fuse F^{(N)}[v^N] with F^{(N-1)}(v^{N-2}, F'F) in the last term when both occur and the
-    # latter would otherwise cost an application of its own (F'F not pushed anyway): order 2.
+    # Children σ that are pushed through the linearized spine anyway, with the largest spine
+    # component k each push needs (a push computes components 0…k; the rest is dropped by XLA).
+    pushed: dict[Tree, int] = {}
+    for t in vectors:
+        k, sig = split_tree(t)
+        if len(sig) == 1:
+            pushed[sig[0]] = max(pushed.get(sig[0], -1), k)
+    # Fuse F^{(N)}[v^N] with F^{(N-1)}(v^{N-2}, F'F) in the last term when both occur (both trees
+    # only occur in F_N): the partner rides on the top spine level instead of costing its own
+    # push (order 2), or instead of deepening the push of F'F by one component (order 4).
     fuse = None
     top, partner = (BULLET,) * order, (BULLET,) * (order - 2) + ((BULLET,),)
-    if order >= 2 and combos[-1].get(top) and combos[-1].get(partner) and (BULLET,) not in pushed:
+    if order == 2 and combos[-1].get(top) and combos[-1].get(partner):
         fuse = combos[-1].pop(partner) / combos[-1][top]
     terms, bundles, extra = [], [], set()
     for comb in combos:
@@ -184,11 +197,19 @@ def schedule(order: int) -> Schedule:
         grouped: dict[int, list[tuple[Tree, Fraction]]] = {}
         for tau, c in sorted(comb.items(), key=lambda tc: (num_nodes(tc[0]), tc[0])):
             k, sig = split_tree(tau)
-            if tau in vectors or len(sig) != 1 or sig[0] in pushed:
-                individual.append((tau, c))
+            if tau in vectors or len(sig) != 1 or k <= pushed.get(sig[0], -1):
+                individual.append((tau, c))  # needed anyway, or free from a push
                 extra.add(tau)
             else:
                 grouped.setdefault(k, []).append((sig[0], c))
+        # A lone bundle member whose child is pushed anyway: deepen that push by a component
+        # (shares its lower components) rather than pay for a separate application.
+        for k in list(grouped):
+            if len(grouped[k]) == 1 and grouped[k][0][0] in pushed:
+                sig, c = grouped.pop(k)[0]
+                tau = _canon((BULLET,) * k + (sig,))
+                individual.append((tau, c))
+                extra.add(tau)
         terms.append(tuple(individual))
         bundles.append(tuple((k, tuple(g)) for k, g in sorted(grouped.items())))
     every = vectors | extra
@@ -243,6 +264,21 @@ def _mixed(field: Callable, x: PyTree, v: PyTree, k: int, directions: list) -> P
     return jax.jvp(f, (x,), (directions[-1],))[1]
 
 
+def _push(field: Callable, x: PyTree, v: PyTree, depth: int, u: PyTree, square: bool) -> tuple:
+    r"""$\big(F'(x)u, F''(x)[v, u], \dots, F^{(K+1)}(x)[v^K, u]\big)$ ($K$ = `depth`) by one
+    `jax.jvp` of the spine along $u$; with `square`, $F''(x)[u, u]$ appended (the tangent of
+    $y \mapsto F'(y)u$ along $u$, which shares the primal and $F'u$ with the rest)."""
+    spine = _spine_fn(field, v, depth)
+    if square:
+
+        def fn(y):
+            return spine(y) + (jax.jvp(field, (y,), (u,))[1],)
+
+    else:
+        fn = spine
+    return jax.jvp(fn, (x,), (u,))[1]
+
+
 def _combine(pairs) -> PyTree:
     out = None
     for c, vec in pairs:
@@ -261,19 +297,28 @@ def _evaluate(field: Callable, x: PyTree, order: int) -> tuple[PyTree, list[PyTr
         spine = _spine_fn(field, v, sched.spine - 1)(x)
         b = tree_scale(float(sched.fuse), spine[1])
         spine = spine + (_fused_top(field, x, v, sched.spine, b),)
-    lin = None
-    if sched.push_depth >= 0:
-        # Linearize only as deep as needed: a shallower trace compiles faster, and XLA merges the
-        # primal work it shares with the full spine (checked: identical FLOP counts).
-        _, lin = jax.linearize(_spine_fn(field, v, sched.push_depth), x)
+    # What each push must deliver: the largest spine component k of F^{(k+1)}(v^k, F(σ)), and
+    # whether F''(F(σ), F(σ)) rides along (a tree [σ, σ] whose child is pushed anyway).
+    depth: dict[Tree, int] = {}
+    for tau in sched.vectors + tuple(t for terms in sched.terms for t, _ in terms):
+        k, sig = split_tree(tau)
+        if len(sig) == 1:
+            depth[sig[0]] = max(depth.get(sig[0], -1), k)
+    square = {
+        sig[0]
+        for tau in sched.vectors
+        for k, sig in [split_tree(tau)]
+        if k == 0 and len(sig) == 2 and sig[0] == sig[1] and sig[0] in depth
+    }
     memo: dict[Tree, PyTree] = {BULLET: v}
     passes: dict[Tree, tuple] = {}
 
     def pushed(sigma: Tree) -> tuple:
-        # (F'u, F''(v,u), F'''(v,v,u), …) for u = F(σ): one application of the linearization
-        # (XLA drops the components nobody uses).
+        # (F'u, F''(v,u), …, F^{(K+1)}(v^K, u)[, F''(u,u)]) for u = F(σ): one jvp of the spine
+        # of depth K along u (plus, when asked, of F'(y)u: its second-order tangent). Plain
+        # nested jvps, so that XLA merges the primal and F'u with the other passes.
         if sigma not in passes:
-            passes[sigma] = lin(memo[sigma])
+            passes[sigma] = _push(field, x, v, depth[sigma], memo[sigma], sigma in square)
         return passes[sigma]
 
     for tau in sched.vectors:
@@ -282,6 +327,8 @@ def _evaluate(field: Callable, x: PyTree, order: int) -> tuple[PyTree, list[PyTr
             memo[tau] = spine[k]
         elif len(sig) == 1:
             memo[tau] = pushed(sig[0])[k]
+        elif k == 0 and len(sig) == 2 and sig[0] in square and sig[0] == sig[1]:
+            memo[tau] = pushed(sig[0])[-1]
         else:
             memo[tau] = _mixed(field, x, v, k, [memo[s] for s in sig])
 
@@ -289,7 +336,8 @@ def _evaluate(field: Callable, x: PyTree, order: int) -> tuple[PyTree, list[PyTr
     for n in range(1, order + 1):
         pairs = [(c, memo[tau]) for tau, c in sched.terms[n - 1]]
         for k, group in sched.bundles[n - 1]:
-            pairs.append((1, lin(_combine([(c, memo[s]) for s, c in group]))[k]))
+            u = _combine([(c, memo[s]) for s, c in group])
+            pairs.append((1, _push(field, x, v, k, u, False)[k]))
         out.append(_combine(pairs))
     return v, out
 
