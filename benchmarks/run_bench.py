@@ -4,7 +4,7 @@
     python benchmarks/run_bench.py                  # full: digits MLP (26k) and CNN (105k)
     python benchmarks/run_bench.py --out results    # files: results.md, results.json
 
-Every number is a ratio measured in this one run (see `eom.measure._bench`).
+Every number is a ratio measured in this one run (see `eom.bench`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import eom  # noqa: F401  (float64)
-from eom.measure._bench import format_table, run_bench
+from eom.bench import format_table, run_bench
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,17 +12,15 @@ Timings on a shared machine are noisy: each timing is the minimum over interleav
 (the least-disturbed run), reported with the CPU-time ratio and XLA's own FLOP ratio, which
 does not depend on the load at all.
 
-`run_bench(quick=...)` returns a `BenchReport` (rows + machine description); `format_table`
-turns it into Markdown. `eom bench` prints it; `benchmarks/run_bench.py` writes it to a file.
+`run_bench(quick=...)` returns a `BenchReport` (rows + machine description + the targets of
+`eom.bench._targets`); `format_table` turns it into Markdown, the targets table first. `eom bench`
+prints it; `benchmarks/run_bench.py` writes it to a file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import platform
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,6 +35,13 @@ from jaxtyping import PyTree
 from .._tree import tree_norm, tree_size, tree_sub
 from ..engine import eom_field
 from ..engine._trajectory import gd_advance, ode_advance
+from ._machine import PeakRSS, load_average, machine_info
+from ._timing import call_time as _call, compile_fn, time_ratio, xla_cost as _cost
+
+
+def _compile(fn: Callable, *args) -> tuple[Any, float]:
+    return compile_fn(fn, *args, cold=False)
+
 
 # ---------------------------------------------------------------------------------------------
 # Results
@@ -72,6 +77,7 @@ class BenchReport:
     machine: dict[str, Any]
     settings: dict[str, Any]
     seconds: float = 0.0
+    targets: list = dataclasses.field(default_factory=list)  # eom.bench.TargetResult rows
 
     def value(self, section: str, model: str, method: str, order: int | None, metric: str):
         """Look one number up (None if absent)."""
@@ -85,85 +91,6 @@ class BenchReport:
             ):
                 return r.value
         return None
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, core count, load average, JAX version and devices of this process."""
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = (math.nan,) * 3
-    return {
-        "cpu": cpu,
-        "nproc": os.cpu_count(),
-        "load_avg_1_5_15": tuple(round(x, 2) for x in load),
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "python": platform.python_version(),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Timing and compiled-program statistics
-
-
-def _compile(fn: Callable, *args) -> tuple[Any, float]:
-    """`jax.jit(fn)` lowered and compiled for `args`; returns (compiled, seconds)."""
-    t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    return compiled, time.perf_counter() - t0
-
-
-def _cost(compiled) -> tuple[float, float]:
-    """(FLOPs, temporary buffer bytes) of a compiled program, from XLA's own analyses."""
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    mem = compiled.memory_analysis()
-    return float(cost.get("flops", math.nan)), float(getattr(mem, "temp_size_in_bytes", math.nan))
-
-
-def _call(fn: Callable, args) -> tuple[float, float]:
-    t0, c0 = time.perf_counter(), time.process_time()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - t0, time.process_time() - c0
-
-
-def time_ratio(
-    fn: Callable,
-    args: Sequence,
-    base: Callable,
-    base_args: Sequence,
-    *,
-    budget: float,
-    max_rep: int,
-    min_rep: int = 3,
-) -> tuple[float, float, float, float]:
-    """Interleaved timing of `fn(*args)` against `base(*base_args)`.
-
-    Returns `(wall ratio, cpu ratio, fn wall seconds, base wall seconds)`, each time the minimum
-    over repeats: at least `min_rep`, then more while the time spent is under `budget` seconds,
-    at most `max_rep`.
-    """
-    _call(fn, args), _call(base, base_args)  # warm caches
-    best = [math.inf] * 4
-    rounds, spent = 0, 0.0
-    while rounds < max_rep and (rounds < min_rep or spent < budget):
-        w, c = _call(fn, args)
-        bw, bc = _call(base, base_args)
-        best = [min(best[0], w), min(best[1], c), min(best[2], bw), min(best[3], bc)]
-        rounds += 1
-        spent += w + bw
-    return best[0] / best[2], best[1] / max(best[3], 1e-12), best[0], best[2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,32 +290,6 @@ def trajectory_rows(
 # Memory of a long GD run
 
 
-class _PeakRSS:
-    """Peak resident set size of this process, sampled every 5 ms in a background thread."""
-
-    def __init__(self):
-        import psutil
-
-        self._proc = psutil.Process()
-        self.peak = self.base = self._proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            time.sleep(0.005)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-
-
 def gd_memory_rows(
     label: str,
     loss: Callable,
@@ -409,14 +310,15 @@ def gd_memory_rows(
     rows = []
     for n in steps:
         t0 = time.perf_counter()
-        with _PeakRSS() as mem:
+        with PeakRSS() as mem:
             traj = gradient_descent(loss, params, lr, n, save_every=n // (saved - 1))
             jax.block_until_ready(traj.params)
         secs = time.perf_counter() - t0
         kept = len(np.asarray(traj.steps))
         growth = (mem.peak - mem.base) / 2**20
+        note = f"{kept} saved points, {secs:.1f}s, rss via {mem.source}"
         rows.append(BenchRow("gd-memory", label, "gd", None, f"peak RSS growth MiB ({n} steps)",
-                             growth, f"{kept} saved points, {secs:.1f}s"))  # fmt: skip
+                             growth, note))  # fmt: skip
         log(f"  {label} GD {n} steps: peak RSS +{growth:.1f} MiB ({kept} saved), {secs:.1f}s")
     return rows
 
@@ -476,6 +378,7 @@ def run_bench(
     *,
     eta_lambda: float = 0.25,
     models: Sequence[BenchModel] | None = None,
+    targets: Any = "default",
     log: Callable[[str], None] = lambda s: None,
 ) -> BenchReport:
     """Run the benchmark and return every row (see the module docstring for what is measured).
@@ -485,12 +388,18 @@ def run_bench(
     - `quick`: smaller models, fewer repeats, no full-size CNN (a few minutes on 2 cores).
     - `eta_lambda`: learning rates are set so that lr·λ_max(H(θ_0)) equals this.
     - `models`: override the problems (`bench_models(quick)` by default).
+    - `targets`: a `TargetSettings` for the targets table (`"default"`: `TargetSettings.quick()`
+      when `quick`, else `.full()`), or None to skip it.
     - `log`: called with a progress line after each measurement.
     """
     from ..problems import make_problem
+    from ._targets import TargetSettings, run_targets
 
     t_start = time.perf_counter()
     machine = machine_info()
+    if isinstance(targets, str):
+        targets = TargetSettings.quick() if quick else TargetSettings.full()
+    target_rows = [] if targets is None else run_targets(targets, log=log)
     budget, max_rep, min_rep = (1.0, 3, 2) if quick else (6.0, 15, 3)
     models = bench_models(quick) if models is None else models
     rows: list[BenchRow] = []
@@ -515,14 +424,15 @@ def run_bench(
     steps = (1_000, 10_000)
     rows += gd_memory_rows(f"linear ({small.n_params / 1000:.2f}k)", small.loss, small.params0,
                            lr_small, steps, log=log)  # fmt: skip
-    machine["load_avg_end"] = tuple(round(x, 2) for x in os.getloadavg())
-    return BenchReport(rows, machine, settings, time.perf_counter() - t_start)
+    machine["load_avg_end"] = load_average()
+    return BenchReport(rows, machine, settings, time.perf_counter() - t_start, target_rows)
 
 
 # ---------------------------------------------------------------------------------------------
 # Formatting
 
-TARGETS = {1: 3.0, 2: 8.0, 3: 20.0, 4: 50.0}
+#: Field / gradient limits shown in the detailed table (issue 14; see `_targets`).
+from ._targets import FIELD_LIMITS as TARGETS  # noqa: E402
 
 
 def _fmt(x: float) -> str:
@@ -537,7 +447,12 @@ def _fmt(x: float) -> str:
 
 def format_table(report: BenchReport) -> str:
     """The report as Markdown: one table per section, then the machine."""
+    from ._targets import format_targets
+
     out = []
+    if report.targets:
+        out.append("### Targets (issue 14)\n")
+        out.append(format_targets(report.targets) + "\n")
     models = list(dict.fromkeys(r.model for r in report.rows))
     out.append("### Order-N EoM field / one gradient (min over interleaved repeats)\n")
     out.append("| model | method | N | wall/grad | cpu/grad | FLOPs/grad | target | compile s |"

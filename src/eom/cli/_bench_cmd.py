@@ -25,7 +25,7 @@ def bench_command(
 
     from rich.markdown import Markdown
 
-    from ..measure._bench import format_table, run_bench
+    from ..bench import format_table, run_bench
     from ._app import console
 
     with console.status("benchmarking…") as status:
