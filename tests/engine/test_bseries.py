@@ -109,6 +109,18 @@ def test_schedule_accounts_for_every_tree_once(order):
         seen.add(tau)
 
 
+def test_order4_schedule_shares_pushes():
+    """The order-4 savings (benchmarks/README.md, floor analysis) stay in place: the two k = 1
+    top-level trees F″(F, F′F′F) and F″(F, F″(F, F)) share one push (coefficients 1/20 and
+    1/120, THEORY.md), the four k = 0 trees one more, and no tree needs a push deeper than k = 2
+    (F‴(F, F, F′F))."""
+    sched = bs.schedule(4)
+    assert sched.fuse is None and sched.push_depth == 2 and sched.spine == 4
+    bundles = dict(sched.bundles[3])
+    assert dict(bundles[1]) == {FpFpF: Fraction(1, 20), FppFF: Fraction(1, 120)}
+    assert len(bundles[0]) == 4 and set(bundles) == {0, 1}
+
+
 def _tiny_loss(p):
     """Three parameters in a nested pytree, few primitives, every derivative order non-zero.
 
