@@ -20,6 +20,23 @@ from ._modified import (
     modified_field as modified_field,
     modified_terms as modified_terms,
 )
+from ._momentum import (
+    HeavyBall as HeavyBall,
+    check_beta as check_beta,
+    first_order_start as first_order_start,
+    flow as flow,
+    heavy_ball as heavy_ball,
+    heavy_ball_field as heavy_ball_field,
+    momentum_field_fn as momentum_field_fn,
+    quadratic_rate as quadratic_rate,
+    regime_bound as regime_bound,
+    slow_root as slow_root,
+    transient_steps as transient_steps,
+)
+from ._momentum_terms import (
+    MomentumSchedule as MomentumSchedule,
+    momentum_schedule as momentum_schedule,
+)
 from ._sgd import (
     SGD as SGD,
     SwitchingModel as SwitchingModel,

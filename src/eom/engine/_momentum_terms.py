@@ -1,0 +1,225 @@
+r"""The terms of the heavy-ball and Nesterov EoM (the slow manifold), to any order.
+
+Heavy ball $\theta_{k+1} = \theta_k - \eta g(\theta_k) + \beta(\theta_k - \theta_{k-1})$ on the slow
+manifold $\theta_{k\pm1} = \Phi^{\pm1}(\theta_k)$, $\Phi$ the time-$\eta$ flow of
+$\dot\theta = F = \sum_n \eta^n F_n$, with Lie series for $\Phi^{\pm1}$ (THEORY.md §9):
+
+$$\sum_{j\ge1} c_j\,\eta^j\,\mathcal L_F^{j-1}F = -\eta g,\qquad c_j = \frac{1+\beta(-1)^j}{j!},$$
+
+so $F_0 = -g/(1-\beta)$ and, for $n \ge 1$,
+
+$$F_n = -\frac{1}{1-\beta}\sum_{j=2}^{n+1} c_j \sum_{k_1+\dots+k_j=n+1-j}
+        \mathcal L_{F_{k_1}}\cdots\mathcal L_{F_{k_{j-1}}}F_{k_j}
+        \;\Big[+\frac{\beta}{1-\beta}\sum_{j=1}^{n}\frac{(-1)^j}{j!}\sum_{k_1+\dots+k_j=n-j}
+        \mathcal L_{F_{k_1}}\cdots\mathcal L_{F_{k_j}}\,g\Big]_{\text{Nesterov}},$$
+
+the bracket being Nesterov's extra $\eta\beta\,[g(\Phi^{-1}\theta) - g(\theta)]$, a Lie series of $g$.
+$(\mathcal L_X G)(x) = G'(x)X(x)$.
+
+**Fast path.** With $f = F_0 = -\nabla L_\lambda/(1-\beta)$ and $g = -(1-\beta)f$, every Lie word
+above is a combination of *elementary differentials* of $f$ (rooted trees $\tau = [\tau_1, \dots,
+\tau_m]$, $f(\tau) = f^{(m)}(f(\tau_1), \dots, f(\tau_m))$; THEORY.md §2). The recursion is run
+once, exactly, on tree combinations (`fractions.Fraction` of the binary value of β), so each
+distinct word is one tree and is evaluated once. Trees that share all children but the last
+(a *prefix*) share one `jax.linearize` of $y \mapsto f^{(m-1)}(y)[f(\tau_1), \dots]$; each tree is
+then one application of that linear map to its last child's vector. All of it is traced into one
+jitted function. `MomentumSchedule.num_jvps` counts the forward-mode passes.
+
+The plain recursion (`reference_terms`: nested `jax.jvp` of Python closures, each Lie derivative
+re-derived) is the reference the fast path is tested against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+import jax
+
+from .._tree import tree_add, tree_scale
+from ._bseries import BULLET, Tree, lie, num_nodes
+from ._modified import lie_derivative
+
+PyTree = Any
+Combination = dict  # Tree -> Fraction
+
+
+def _add_into(acc: Combination, comb: Combination, scale: Fraction) -> None:
+    for t, c in comb.items():
+        acc[t] = acc.get(t, Fraction(0)) + scale * c
+
+
+def _clean(comb: Combination) -> Combination:
+    return {t: c for t, c in comb.items() if c != 0}
+
+
+@functools.cache
+def momentum_combinations(beta: float, order: int, nesterov: bool) -> tuple[Combination, ...]:
+    r"""Exact tree expansions of $(F_0, \dots, F_{order})$ in elementary differentials of $f$.
+
+    $F_0 = f$ is the single node. Coefficients are exact in the binary value of `beta`.
+    """
+    b = Fraction(beta)
+    one = Fraction(1)
+    c = [None, None] + [(one + b * (-1) ** j) / math.factorial(j) for j in range(2, order + 2)]
+    F: list[Combination] = [{BULLET: one}]
+    G: dict[tuple[int, int], Combination] = {}
+    W: dict[tuple[int, int], Combination] = {}
+
+    def g_words(j: int, m: int) -> Combination:
+        # Σ_{k_1+…+k_j=m} L_{F_{k_1}}⋯L_{F_{k_{j-1}}} F_{k_j}
+        if (j, m) not in G:
+            if j == 1:
+                G[(j, m)] = F[m]
+            else:
+                acc: Combination = {}
+                for a in range(m + 1):
+                    _add_into(acc, lie(F[a], g_words(j - 1, m - a)), one)
+                G[(j, m)] = _clean(acc)
+        return G[(j, m)]
+
+    def w_words(j: int, m: int) -> Combination:
+        # Σ_{k_1+…+k_j=m} L_{F_{k_1}}⋯L_{F_{k_j}} f   (j ≥ 0; g = −(1−β) f)
+        if (j, m) not in W:
+            if j == 0:
+                W[(j, m)] = {BULLET: one} if m == 0 else {}
+            else:
+                acc = {}
+                for a in range(m + 1):
+                    _add_into(acc, lie(F[a], w_words(j - 1, m - a)), one)
+                W[(j, m)] = _clean(acc)
+        return W[(j, m)]
+
+    for n in range(1, order + 1):
+        acc: Combination = {}
+        for j in range(2, n + 2):
+            _add_into(acc, g_words(j, n + 1 - j), -c[j] / (one - b))
+        if nesterov:
+            # (β/(1−β)) Σ_j ((−1)^j/j!) L…L g  with g = −(1−β) f  →  −β Σ_j ((−1)^j/j!) L…L f
+            for j in range(1, n + 1):
+                _add_into(acc, w_words(j, n - j), -b * Fraction((-1) ** j, math.factorial(j)))
+        F.append(_clean(acc))
+    return tuple(F)
+
+
+@dataclasses.dataclass(frozen=True)
+class MomentumSchedule:
+    """How the terms are evaluated (exact, independent of the loss).
+
+    - `trees`: every elementary differential needed, smallest first (children before parents).
+    - `prefixes`: the distinct prefixes (all children but the last), each linearized once.
+    - `terms[n]`: `(tree, coefficient)` pairs of $F_n$, `n = 0 … order`.
+    - `num_jvps`: forward-mode passes: one per nesting level of each prefix's linearization
+      (a prefix with $m-1$ children is $m-1$ nested `jvp`s plus the linearization) plus one
+      application per tree with children. The gradient itself is not counted.
+    """
+
+    order: int
+    trees: tuple[Tree, ...]
+    prefixes: tuple[Tree, ...]
+    terms: tuple[tuple[tuple[Tree, float], ...], ...]
+    num_jvps: int
+
+
+def _all_subtrees(tau: Tree, out: set) -> None:
+    out.add(tau)
+    for ch in tau:
+        _all_subtrees(ch, out)
+
+
+@functools.cache
+def momentum_schedule(beta: float, order: int, nesterov: bool) -> MomentumSchedule:
+    """The `MomentumSchedule` of the order-`order` field (cached)."""
+    combos = momentum_combinations(beta, order, nesterov)
+    needed: set[Tree] = set()
+    for comb in combos:
+        for tau in comb:
+            _all_subtrees(tau, needed)
+    trees = tuple(sorted(needed, key=lambda t: (num_nodes(t), t)))
+    prefixes = tuple(sorted({t[:-1] for t in trees if t}, key=lambda t: (len(t), t)))
+    num_jvps = sum(len(p) + 1 for p in prefixes) + sum(1 for t in trees if t)
+    terms = tuple(
+        tuple((tau, float(cf)) for tau, cf in sorted(comb.items(), key=lambda tc: (num_nodes(tc[0]), tc[0])))
+        for comb in combos
+    )
+    return MomentumSchedule(order, trees, prefixes, terms, num_jvps)
+
+
+def _directional(f: Callable, directions: list[PyTree]) -> Callable:
+    r"""$y \mapsto f^{(m)}(y)[u_1, \dots, u_m]$ by $m$ nested `jax.jvp`s (m = 0: `f`)."""
+    fn = f
+    for u in directions:
+        fn = functools.partial(lambda fn, u, y: jax.jvp(fn, (y,), (u,))[1], fn, u)
+    return fn
+
+
+def evaluate_terms(f: Callable, x: PyTree, beta: float, order: int, nesterov: bool):
+    r"""$(F_0(x), \dots, F_{order}(x))$ for $F_0 = f$ by the fast path (see the module docstring)."""
+    sched = momentum_schedule(float(beta), int(order), bool(nesterov))
+    memo: dict[Tree, PyTree] = {}
+    lins: dict[Tree, Callable] = {}
+    for tau in sched.trees:
+        if not tau:
+            memo[tau] = f(x)
+            continue
+        prefix, last = tau[:-1], tau[-1]
+        if prefix not in lins:
+            _, lins[prefix] = jax.linearize(_directional(f, [memo[s] for s in prefix]), x)
+        memo[tau] = lins[prefix](memo[last])
+    out = []
+    for pairs in sched.terms:
+        acc = None
+        for tau, cf in pairs:
+            piece = tree_scale(cf, memo[tau])
+            acc = piece if acc is None else tree_add(acc, piece)
+        out.append(acc)
+    return tuple(out)
+
+
+def reference_terms(f: Callable, x: PyTree, beta: float, order: int, nesterov: bool):
+    r"""$(F_0(x), \dots, F_{order}(x))$ by the plain recursion (nested Lie derivatives; slow)."""
+    beta = float(beta)
+    c = [None, None] + [(1 + beta * (-1) ** j) / math.factorial(j) for j in range(2, order + 2)]
+    g = lambda y: tree_scale(-(1 - beta), f(y))  # noqa: E731
+    F: list[Callable] = [f]
+    G: dict[tuple[int, int], Callable] = {}
+    W: dict[tuple[int, int], Callable | None] = {}
+
+    def summed(parts):
+        def fn(y):
+            acc = None
+            for cf, p in parts:
+                piece = tree_scale(cf, p(y))
+                acc = piece if acc is None else tree_add(acc, piece)
+            return acc
+
+        return fn
+
+    def gw(j, m):
+        if (j, m) not in G:
+            G[(j, m)] = F[m] if j == 1 else summed(
+                [(1.0, lie_derivative(F[a], gw(j - 1, m - a))) for a in range(m + 1)]
+            )
+        return G[(j, m)]
+
+    def ww(j, m):
+        if (j, m) not in W:
+            if j == 0:
+                W[(j, m)] = g if m == 0 else None
+            else:
+                parts = [(1.0, lie_derivative(F[a], ww(j - 1, m - a)))
+                         for a in range(m + 1) if ww(j - 1, m - a) is not None]
+                W[(j, m)] = summed(parts) if parts else None
+        return W[(j, m)]
+
+    for n in range(1, order + 1):
+        parts = [(-c[j] / (1 - beta), gw(j, n + 1 - j)) for j in range(2, n + 2)]
+        if nesterov:
+            parts += [(beta / (1 - beta) * (-1) ** j / math.factorial(j), ww(j, n - j))
+                      for j in range(1, n + 1) if ww(j, n - j) is not None]
+        F.append(summed(parts))
+    return tuple(fn(x) for fn in F)
