@@ -48,7 +48,8 @@ def test_heavy_ball_equals_optax_step_by_step(nesterov):
     )
     # optax's SGD has no weight decay of its own; add_decayed_weights adds λθ to the gradient
     # first, which is coupled weight decay = the gradient of L + λ/2‖θ‖².
-    opt = optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr, momentum=beta, nesterov=nesterov))
+    sgd = optax.sgd(lr, momentum=beta, nesterov=nesterov)
+    opt = optax.chain(optax.add_decayed_weights(wd), sgd)
 
     @jax.jit
     def step(p, state):

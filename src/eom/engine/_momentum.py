@@ -4,7 +4,8 @@ Discrete methods (PyTorch / optax conventions, buffer $b_{-1} = 0$, $g = \nabla 
 coupled weight decay $L_\lambda = L + \tfrac\lambda2\lVert\theta\rVert^2$):
 
 - heavy ball: $b \leftarrow \beta b + g$, $\theta \leftarrow \theta - \eta b$, i.e.
-  $\theta_{k+1} = \theta_k - \eta g(\theta_k) + \beta(\theta_k - \theta_{k-1})$, $\theta_{-1} = \theta_0$;
+  $\theta_{k+1} = \theta_k - \eta g(\theta_k) + \beta(\theta_k - \theta_{k-1})$,
+  $\theta_{-1} = \theta_0$;
 - Nesterov: $b \leftarrow \beta b + g$, $\theta \leftarrow \theta - \eta(g + \beta b)$, i.e. for
   $k \ge 1$ $\theta_{k+1} = \theta_k + \beta(\theta_k - \theta_{k-1}) - \eta(1+\beta)g(\theta_k)
   + \eta\beta g(\theta_{k-1})$ and $\theta_1 = \theta_0 - \eta(1+\beta)g(\theta_0)$.
@@ -12,8 +13,9 @@ coupled weight decay $L_\lambda = L + \tfrac\lambda2\lVert\theta\rVert^2$):
 The EoM $\dot\theta = \sum_{n\le N}\eta^nF_n(\theta)$ in the time $t = k\eta$ (THEORY.md §9,
 `eom.engine._momentum_terms`): order 0 is gradient flow with rescaled time,
 $\dot\theta = -\nabla L_\lambda/(1-\beta)$; order 1 for heavy ball is
-$\dot\theta = -\frac{1}{1-\beta}\nabla\big[L_\lambda + \frac{\eta(1+\beta)}{4(1-\beta)^2}\lVert\nabla
-L_\lambda\rVert^2\big]$ and for Nesterov the same with $(1+\beta) \to (1-\beta+2\beta^2)$.
+$\dot\theta = -\frac{1}{1-\beta}\nabla\big[L_\lambda
++ \frac{\eta(1+\beta)}{4(1-\beta)^2}\lVert\nabla L_\lambda\rVert^2\big]$ and for Nesterov
+the same with $(1+\beta) \to (1-\beta+2\beta^2)$.
 
 Regimes: on $L = \tfrac12\lambda\theta^2$ the iteration has two roots; the EoM is the slow one,
 and its series in $\eta$ converges for $|\eta\lambda|$ below the first branch point
@@ -65,8 +67,9 @@ def check_beta(beta) -> float:
 def regime_bound(beta: float, nesterov: bool = False) -> float:
     r"""$\eta\lambda$ below which the EoM series converges on every curvature $\lambda$.
 
-    Heavy ball: $(1-\sqrt\beta)^2$; Nesterov: $((1-\beta)/(1+\beta))^2$ — the smallest $\eta\lambda > 0$
-    where the discriminant of the characteristic polynomial vanishes (the roots turn complex).
+    Heavy ball: $(1-\sqrt\beta)^2$; Nesterov: $((1-\beta)/(1+\beta))^2$ — the smallest
+    $\eta\lambda > 0$ where the discriminant of the characteristic polynomial vanishes (the
+    roots turn complex).
     """
     beta = check_beta(beta)
     if nesterov:
@@ -75,7 +78,7 @@ def regime_bound(beta: float, nesterov: bool = False) -> float:
 
 
 def characteristic(x: float, beta: float, nesterov: bool = False) -> tuple[float, float]:
-    r"""$(p, q)$ of $\mu^2 - p\mu + q = 0$ for the iteration on $L = \tfrac12\lambda\theta^2$, $x = \eta\lambda$.
+    r"""$(p, q)$ of $\mu^2 - p\mu + q = 0$ on $L = \tfrac12\lambda\theta^2$, $x = \eta\lambda$.
 
     Heavy ball: $p = 1+\beta-x$, $q = \beta$. Nesterov: $p = (1+\beta)(1-x)$, $q = \beta(1-x)$.
     """
@@ -175,9 +178,10 @@ def heavy_ball(
     r"""Run heavy-ball (or Nesterov) momentum from rest, PyTorch/optax conventions.
 
     $b \leftarrow \beta b + g$, then $\theta \leftarrow \theta - \eta b$ (heavy ball) or
-    $\theta \leftarrow \theta - \eta(g + \beta b)$ (Nesterov), with $g = \nabla L_\lambda$ and $b = 0$
-    before the first step. `params_prev` = $\theta_{-1}$ instead starts the two-step recurrence
-    from $(\theta_0, \theta_{-1})$ (e.g. on the slow manifold, `HeavyBall(start="manifold")`).
+    $\theta \leftarrow \theta - \eta(g + \beta b)$ (Nesterov), with $g = \nabla L_\lambda$ and
+    $b = 0$ before the first step. `params_prev` = $\theta_{-1}$ instead starts the two-step
+    recurrence from $(\theta_0, \theta_{-1})$ (e.g. on the slow manifold, as
+    `HeavyBall(start_kind="manifold")` does).
     Saves every `save_every` steps (and the last); memory is O(saved points), not O(steps).
     """
     check_loss(loss, params0)
@@ -248,11 +252,12 @@ def heavy_ball_field(
     nesterov: bool = False,
     weight_decay: float = 0.0,
 ) -> Callable[[PyTree], PyTree]:
-    r"""The order-$N$ momentum EoM field $\theta \mapsto \sum_{n\le N}\eta^nF_n(\theta)$, time $t = k\eta$.
+    r"""The order-$N$ momentum EoM field $\theta \mapsto \sum_{n\le N}\eta^nF_n(\theta)$.
 
     Order 0 is $-\nabla L_\lambda/(1-\beta)$; order 1 (heavy ball) is
-    $-\frac{1}{1-\beta}\nabla\big[L_\lambda + \frac{\eta(1+\beta)}{4(1-\beta)^2}\lVert\nabla L_\lambda
-    \rVert^2\big]$. Terms by the fast path of `eom.engine._momentum_terms`, in one jitted call.
+    $-\frac{1}{1-\beta}\nabla\big[L_\lambda
+    + \frac{\eta(1+\beta)}{4(1-\beta)^2}\lVert\nabla L_\lambda\rVert^2\big]$, in the time
+    $t = k\eta$. Terms by the fast path of `eom.engine._momentum_terms`, in one jitted call.
     """
     lr = check_lr(lr)
     fn = momentum_field_fn(loss, beta, order, nesterov, weight_decay)
@@ -302,7 +307,8 @@ def flow(field: Callable, y0: PyTree, duration, lr, *, rtol=1e-12, atol=1e-14) -
 def first_order_start(loss, params0, lr, beta, *, nesterov=False, weight_decay=0.0) -> PyTree:
     r"""Effective EoM start for a run from rest, to first order in $\eta$.
 
-    Heavy ball $\tilde\theta_0 = \theta_0 + \frac{\eta\beta}{(1-\beta)^2}\nabla L_\lambda(\theta_0)$;
+    Heavy ball
+    $\tilde\theta_0 = \theta_0 + \frac{\eta\beta}{(1-\beta)^2}\nabla L_\lambda(\theta_0)$,
     Nesterov $\tilde\theta_0 = \theta_0 + \frac{\eta\beta^2}{(1-\beta)^2}\nabla L_\lambda(\theta_0)$
     (for constant $g$ the iterates from rest trail the slow flow by exactly this; THEORY.md §9).
     """
@@ -345,8 +351,8 @@ class HeavyBall(Optimizer):
 
     - `beta`, `nesterov`, `weight_decay`: the method (coupled weight decay, PyTorch/optax).
     - `start`: `"manifold"` starts the discrete run on the slow manifold,
-      $\theta_{-1} = \Phi^{-1}(\theta_0)$ from the order-`manifold_order` EoM, so the order-$N$ error
-      is $O(\eta^{N+1})$ from the first step (for $N \le$ `manifold_order`); `"rest"` runs the
+      $\theta_{-1} = \Phi^{-1}(\theta_0)$ from the order-`manifold_order` EoM, so the order-$N$
+      error is $O(\eta^{N+1})$ from the first step (for $N \le$ `manifold_order`); `"rest"` runs the
       user's $v_0 = 0$ method and starts each model from its effective point
       (`start`): the EoM integrated backwards over $K\eta$ from the iterate $\theta_K$, $K$ =
       `transient_steps()`; errors are meaningful from step $K$ on.
@@ -381,7 +387,7 @@ class HeavyBall(Optimizer):
         return buffer_from_previous(self._grad(loss), self.beta, self.nesterov, params0, prev, lr)
 
     def previous_on_manifold(self, loss, params0, lr):
-        r"""$\theta_{-1} = \Phi^{-1}(\theta_0)$: the order-`manifold_order` EoM backwards for time η."""
+        r"""$\theta_{-1} = \Phi^{-1}(\theta_0)$: the order-`manifold_order` EoM, back for time η."""
         field = momentum_field_fn(
             loss, self.beta, self.manifold_order, self.nesterov, self.weight_decay
         )
@@ -407,7 +413,9 @@ class HeavyBall(Optimizer):
 
     def transient_steps(self) -> int:
         """$K$: steps after which a run from rest is on the slow manifold to `transient_tol`."""
-        return 0 if self.start_kind == "manifold" else transient_steps(self.beta, self.transient_tol)
+        if self.start_kind == "manifold":
+            return 0
+        return transient_steps(self.beta, self.transient_tol)
 
     def start(self, loss, params0, lr, model):
         r"""Manifold: $\theta_0$. Rest: the model's flow backwards over $K\eta$ from $\theta_K$."""

@@ -13,7 +13,8 @@ $$F_n = -\frac{1}{1-\beta}\sum_{j=2}^{n+1} c_j \sum_{k_1+\dots+k_j=n+1-j}
         \;\Big[+\frac{\beta}{1-\beta}\sum_{j=1}^{n}\frac{(-1)^j}{j!}\sum_{k_1+\dots+k_j=n-j}
         \mathcal L_{F_{k_1}}\cdots\mathcal L_{F_{k_j}}\,g\Big]_{\text{Nesterov}},$$
 
-the bracket being Nesterov's extra $\eta\beta\,[g(\Phi^{-1}\theta) - g(\theta)]$, a Lie series of $g$.
+the bracket being Nesterov's extra $\eta\beta\,[g(\Phi^{-1}\theta) - g(\theta)]$, a Lie series
+of $g$.
 $(\mathcal L_X G)(x) = G'(x)X(x)$.
 
 **Fast path.** With $f = F_0 = -\nabla L_\lambda/(1-\beta)$ and $g = -(1-\beta)f$, every Lie word
@@ -131,6 +132,10 @@ def _all_subtrees(tau: Tree, out: set) -> None:
         _all_subtrees(ch, out)
 
 
+def _tree_order(item) -> tuple:
+    return (num_nodes(item[0]), item[0])
+
+
 @functools.cache
 def momentum_schedule(beta: float, order: int, nesterov: bool) -> MomentumSchedule:
     """The `MomentumSchedule` of the order-`order` field (cached)."""
@@ -143,7 +148,7 @@ def momentum_schedule(beta: float, order: int, nesterov: bool) -> MomentumSchedu
     prefixes = tuple(sorted({t[:-1] for t in trees if t}, key=lambda t: (len(t), t)))
     num_jvps = sum(len(p) + 1 for p in prefixes) + sum(1 for t in trees if t)
     terms = tuple(
-        tuple((tau, float(cf)) for tau, cf in sorted(comb.items(), key=lambda tc: (num_nodes(tc[0]), tc[0])))
+        tuple((tau, float(cf)) for tau, cf in sorted(comb.items(), key=_tree_order))
         for comb in combos
     )
     return MomentumSchedule(order, trees, prefixes, terms, num_jvps)
@@ -158,7 +163,7 @@ def _directional(f: Callable, directions: list[PyTree]) -> Callable:
 
 
 def evaluate_terms(f: Callable, x: PyTree, beta: float, order: int, nesterov: bool):
-    r"""$(F_0(x), \dots, F_{order}(x))$ for $F_0 = f$ by the fast path (see the module docstring)."""
+    r"""$(F_0(x), \dots, F_{order}(x))$, $F_0 = f$, by the fast path (see the module docstring)."""
     sched = momentum_schedule(float(beta), int(order), bool(nesterov))
     memo: dict[Tree, PyTree] = {}
     lins: dict[Tree, Callable] = {}
