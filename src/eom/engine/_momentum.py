@@ -318,16 +318,29 @@ def first_order_start(loss, params0, lr, beta, *, nesterov=False, weight_decay=0
     return tree_add(params0, tree_scale(shift, g))
 
 
-def transient_steps(beta: float, tol: float = 1e-12) -> int:
-    r"""$K$ with $\beta^K \le$ `tol`: the fast part of a run from rest has decayed below `tol`.
+def transient_steps(
+    beta: float, tol: float = 1e-12, *, nesterov: bool = False, lr_lambda: float | None = None
+) -> int:
+    r"""$K$ with $\rho^K \le$ `tol`: the fast part of a run from rest has decayed below `tol`.
 
-    Inside the regime bound the fast root is $\beta + O(\eta)$ for both methods (Nesterov's
-    transient is $\beta^{k+1}$ for constant $g$); 0 for $\beta = 0$.
+    $\rho = \beta$ by default: inside the regime bound the fast root is $\beta + O(\eta)$ for both
+    methods (Nesterov's transient is $\beta^{k+1}$ for constant $g$). With `lr_lambda` =
+    $\eta\lambda_{\max}$, $\rho = \max(\beta, |\mu_f|)$ for that curvature ($|\mu_f| = \sqrt q$
+    above the bound: heavy ball $\sqrt\beta$). 0 for $\beta = 0$.
     """
     beta = check_beta(beta)
     if beta == 0.0:
         return 0
-    return int(math.ceil(math.log(tol) / math.log(beta)))
+    rho = beta
+    if lr_lambda is not None:
+        _, q = characteristic(float(lr_lambda), beta, nesterov)
+        rho = max(beta, float(abs(q / slow_root(float(lr_lambda), beta, nesterov))))
+        if not rho < 1.0:
+            raise EomError(
+                f"the momentum iteration does not contract at η·λ_max = {lr_lambda:g} (fast root "
+                f"{rho:.3g} ≥ 1): the run from rest never settles on a slow manifold."
+            )
+    return int(math.ceil(math.log(tol) / math.log(rho)))
 
 
 # ---------------------------------------------------------------------------------------------
