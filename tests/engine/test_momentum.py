@@ -90,8 +90,11 @@ def _series_coefficients(lam: Fraction, beta: Fraction, nesterov: bool, order: i
     return [float(ser.coeff(eta, n)) for n in range(order + 1)]
 
 
-@pytest.mark.parametrize("nesterov", [False, True])
-@pytest.mark.parametrize("beta", [0.5, 0.75])
+@pytest.mark.parametrize(
+    ("beta", "nesterov"),
+    [(0.5, False), (0.5, True)]
+    + [pytest.param(0.75, n, marks=pytest.mark.slow) for n in (False, True)],
+)
 def test_quadratic_terms_equal_slow_root_series(beta, nesterov):
     # On L = ½λθ², F_n(θ) = a_n θ with a_n the η^n coefficient of ln(μ_s)/η: the order-N field
     # is its Taylor polynomial (error O(η^{N+1})) iff F_1…F_N match a_1…a_N.
@@ -230,7 +233,7 @@ def test_global_error_slope_from_rest(nesterov, order):
 # Starts
 
 
-@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("nesterov", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_first_order_start_on_a_linear_loss(nesterov):
     # Constant gradient a: from rest θ_k = θ_0 − ηa/(1−β)·[k − β^p(1−β^k)/(1−β)] (p = 1 heavy
     # ball, 2 Nesterov), so θ_k − (θ̃_0 − kηa/(1−β)) = −ηa β^{k+p}/(1−β)² exactly.
