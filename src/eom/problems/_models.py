@@ -42,6 +42,8 @@ MODEL_HELP: dict[str, str] = {
     "cnn": "small tanh conv net: 2 convs (32, 64 channels), avg-pool, dense 128 (151k params on "
     "digits)",
     "package.module:factory": "your own model: factory(dataset, seed) -> (loss_fn, params0)",
+    "torch:package.module:factory": "a PyTorch model (eom-dnn[torch]): factory(dataset, seed) "
+    "-> (module, loss_fn, example_batch)",
 }
 
 #: Smooth activations accepted by `activation=`.

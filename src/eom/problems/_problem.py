@@ -162,7 +162,13 @@ def load_factory(spec: str) -> Callable:
 
     The current directory is put on `sys.path` (as `python -m` does), so modules next to where
     `eom` is run — e.g. `examples.custom_equinox_model:factory` from the repository root — import.
+    `torch:package.module:factory` names a PyTorch factory returning
+    `(module, loss_fn, example_batch)`, wrapped by `eom.adapters.torch_factory`.
     """
+    if spec.startswith("torch:"):
+        from ..adapters import torch_factory
+
+        return torch_factory(load_factory(spec.removeprefix("torch:")), spec)
     mod_name, sep, attr = spec.rpartition(":")
     if not sep or not mod_name or not attr:
         raise EomError(
