@@ -134,3 +134,21 @@ def test_bad_batch_is_an_eom_error():
     with pytest.raises(eom.EomError, match="mode"):
         from_nnx(_nnx_model(nnx), mse, (X, Y), mode="training")
     assert_float64(from_nnx(_nnx_model(nnx), mse, (X, Y))[1])
+
+
+def test_nnx_batchnorm_model_runs_through_eom_run(tmp_path):
+    pytest.importorskip("flax.nnx")
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from eom.cli import app
+
+    spec = f"{Path(__file__).parent / 'nnx_models.py'}:factory"
+    out = tmp_path / "nnx"
+    result = CliRunner().invoke(app, ["run", "--model", spec, "--subset", "64", "--steps", "4",
+                                      "--record-every", "2", "--orders", "0,1",
+                                      "--diagnose-every", "0", "--no-predict", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = (out / "metrics.csv").read_text().splitlines()
+    assert len(text) == 3  # header + steps 2 and 4
