@@ -136,6 +136,7 @@ def test_bad_batch_is_an_eom_error():
     assert_float64(from_nnx(_nnx_model(nnx), mse, (X, Y))[1])
 
 
+@pytest.mark.slow  # an `eom run` (GD, orders 0 and 1, report): ~20 s of compiles on 2 cores
 def test_nnx_batchnorm_model_runs_through_eom_run(tmp_path):
     pytest.importorskip("flax.nnx")
     from pathlib import Path

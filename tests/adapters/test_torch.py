@@ -67,6 +67,7 @@ def _metrics(out: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # two `eom run`s: ~40 s of compiles on 2 cores
 def test_eom_run_torch_model_matches_jax_model(tmp_path):
     from typer.testing import CliRunner
 
