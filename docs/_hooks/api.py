@@ -1,12 +1,13 @@
-"""MkDocs hook: expand `<!-- eom-api -->` (or `<!-- eom-api: eom.adapters -->`) into one mkdocstrings block per
-public module of eom, listing every public name that module exports (found by importing it at
-build time), so a newly exported function appears in the API pages without editing them."""
+"""MkDocs hook: expand `<!-- eom-api -->` (or `<!-- eom-api: eom.adapters -->`) into one
+mkdocstrings block per public module of eom, listing every public name that module exports
+(found by importing it at build time), so a newly exported function appears in the API pages
+without editing them."""
 
 from __future__ import annotations
 
 import importlib
-import re
 import pkgutil
+import re
 import types
 
 MARKER = re.compile(r"<!-- eom-api(?::\s*([\w.]+))? -->")
