@@ -153,3 +153,14 @@ def test_nnx_batchnorm_model_runs_through_eom_run(tmp_path):
     assert result.exit_code == 0, result.output
     text = (out / "metrics.csv").read_text().splitlines()
     assert len(text) == 3  # header + steps 2 and 4
+
+
+def test_hand_written_nnx_merge_gets_the_trace_hint():
+    pytest.importorskip("flax.nnx")
+    from pathlib import Path
+
+    from eom.problems import make_problem
+
+    spec = f"{Path(__file__).parent / 'nnx_bad_factory.py'}:factory"
+    with pytest.raises(eom.EomError, match="different trace level.*from_nnx"):
+        make_problem(spec, "digits", subset=16)

@@ -299,6 +299,10 @@ def user_problem(spec: str, data: Dataset, seed: int = 0, **kwargs: Any) -> Prob
         check_loss(loss, params0)
         value = loss(params0)
     except EomError as exc:
+        if type(exc.__cause__).__name__ == "TraceContextError":  # Flax NNX state mutated
+            from ..adapters import TRACE_HINT
+
+            raise EomError(f"{spec}: {TRACE_HINT}") from exc
         raise EomError(f"{spec}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 — user code: report whatever it raised
         raise EomError(
