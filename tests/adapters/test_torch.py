@@ -93,3 +93,17 @@ def test_eom_run_torch_model_matches_jax_model(tmp_path):
             # to 1e-13 relative, the adaptive ODE solver sees the same fields, so 1e-7 relative
             # on every metric is a generous bound that a wrong weight or dtype would break.
             assert np.isclose(a, b, rtol=1e-7, atol=1e-12), (col, a, b)
+
+
+def test_torch_spec_loads_the_example_through_make_problem(monkeypatch):
+    # `torch:package.module:factory` resolves through problems' user-model loading (the hook the
+    # CLI's --model uses); examples/ is imported from the repository root.
+    from eom.problems import make_problem
+
+    monkeypatch.chdir(HERE.parent.parent)
+    problem = make_problem("torch:examples.torch_mlp:factory", "digits", subset=16, width=4)
+    assert problem.n_params == 64 * 4 + 4 + 4 * 4 + 4 + 4 * 10 + 10
+    assert all(v.dtype == jnp.float64 for v in problem.params0.values())
+    assert np.isfinite(float(problem.loss(problem.params0)))
+    with pytest.raises(eom.EomError, match="module, loss_fn, example_batch"):
+        make_problem(f"torch:{HERE / 'torch_models.py'}:jax_factory", "digits", subset=16)

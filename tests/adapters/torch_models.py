@@ -19,9 +19,9 @@ def torch_factory(dataset, seed):
     """For `--model torch:...`: `(module, loss_fn, example_batch)`."""
     import torch
 
-    X = np.asarray(dataset.X).reshape(len(dataset.X), -1)  # digits are 8×8 images
+    X = np.array(dataset.X).reshape(len(dataset.X), -1)  # digits are 8×8 images (a writable copy)
     module = _torch_mlp(X.shape[1], dataset.n_classes, seed)
-    batch = (torch.as_tensor(X), torch.as_tensor(np.asarray(dataset.y)))
+    batch = (torch.as_tensor(X), torch.as_tensor(np.array(dataset.y)))
     return module, torch.nn.functional.cross_entropy, batch
 
 
