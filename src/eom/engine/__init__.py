@@ -5,10 +5,12 @@ from ._counter import (
     check_lr as check_lr,
     counter_term_fn as counter_term_fn,
     counter_terms as counter_terms,
+    eom_field as eom_field,
     grad_and_terms_fn as grad_and_terms_fn,
     regularized as regularized,
     vector_field as vector_field,
 )
+from ._gd import GD as GD
 from ._map import (
     map_modified_field as map_modified_field,
     modified_terms_of_map as modified_terms_of_map,
@@ -37,6 +39,11 @@ from ._momentum_terms import (
     MomentumSchedule as MomentumSchedule,
     momentum_schedule as momentum_schedule,
 )
+from ._optimizer import (
+    ContinuousModel as ContinuousModel,
+    Optimizer as Optimizer,
+    step_index as step_index,
+)
 from ._sgd import (
     SGD as SGD,
     SwitchingModel as SwitchingModel,
@@ -48,8 +55,8 @@ from ._sgd import (
 )
 from ._trajectory import (
     Trajectory as Trajectory,
-    eom_field as eom_field,
     gradient_descent as gradient_descent,
     integrate as integrate,
     save_grid as save_grid,
+    step_budget as step_budget,
 )

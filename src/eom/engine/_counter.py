@@ -20,6 +20,7 @@ from jaxtyping import PyTree
 
 from .._errors import EomError
 from .._tree import check_params, tree_add, tree_scale
+from ._cache import loss_cache
 from ._modified import check_order, modified_field_terms
 
 Loss = Callable[[Any], jax.Array]
@@ -133,17 +134,36 @@ def vector_field(
 ) -> Callable[[PyTree], PyTree]:
     r"""The order-$N$ EoM field $\theta\mapsto-\nabla L_\lambda-\sum_{k\le N}\eta^k\xi_k$.
 
-    `order=0` is gradient flow. The returned function is pure and jit-compatible.
+    `order=0` is gradient flow. The returned function is pure and jit-compatible. It is
+    `eom_field` (the one field builder) with the learning rate fixed.
     """
     lr = check_lr(lr)
-    order = check_order(order)
+    field = eom_field(loss, order, weight_decay, method)
+    return lambda params: field(params, lr)
+
+
+def eom_field(
+    loss: Loss, order: int, weight_decay: float = 0.0, method: Method = "auto"
+) -> Callable[[PyTree, Any], PyTree]:
+    r"""The EoM field as `(params, lr) -> dθ/dt`, lr traced (sweeps over it do not recompile).
+
+    $F_N(\theta; \eta) = -\nabla L_\lambda(\theta) - \sum_{k=1}^{N}\eta^k\xi_k(\theta)$; the only
+    place the field is assembled. Cached per loss in a bounded cache (`eom.engine._cache`), so
+    jitted callers see the same function object without keeping old losses alive.
+    """
+    return _field_fn(loss, check_order(order), float(weight_decay), method)
+
+
+@loss_cache
+def _field_fn(loss: Loss, order: int, weight_decay: float, method: str) -> Callable:
     loss_wd = regularized(loss, weight_decay)
     if order == 0:
-        return _neg_grad(loss_wd)
+        grad = jax.grad(loss_wd)
+        return lambda p, lr: tree_scale(-1.0, grad(p))
     fn = grad_and_terms_fn(loss_wd, order, method=method)
 
-    def field(params):
-        g, xi = fn(params)
+    def field(p, lr):
+        g, xi = fn(p)
         out = tree_scale(-1.0, g)
         for k, term in enumerate(xi, start=1):
             out = tree_add(out, tree_scale(-(lr**k), term))

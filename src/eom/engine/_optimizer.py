@@ -25,6 +25,16 @@ Contract (read by `eom.measure.compare` and everything above it):
   per kind, e.g. SGD's switching / epoch / averaged EoMs), each with a unique `label`.
 - `start(loss, params0, lr, model) -> y0`: the model's initial point (default: `params0`;
   momentum's effective start differs).
+
+How `eom.compare` uses a model:
+
+- `boundaries="none"`: one adaptive solve per chunk of recorded steps, sampled at $t = k\eta$.
+- `boundaries="step"`: one solve per step $k$, on $[k\eta, (k+1)\eta]$, restarted at every
+  boundary. During step $k$ the field is called with $t$ clamped to
+  $[k\eta, (k+1-10^{-9})\eta]$, so `step_index(t, lr)` is $k$ at every stage of the solver
+  (including the last, which sits at the right end).
+- `every=m`: errors and losses of that model are recorded only at steps that are multiples of
+  `m`; the other recorded rows hold NaN (the grid stays shared by all models).
 """
 
 from __future__ import annotations
@@ -33,9 +43,18 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import equinox as eqx
+import jax.numpy as jnp
 from jaxtyping import PyTree
 
 Field = Callable[[Any, PyTree, Any], PyTree]
+
+#: Fraction of a step by which `compare` keeps a step-wise model's time inside its step.
+STEP_MARGIN = 1e-9
+
+
+def step_index(t, lr):
+    r"""The step $k$ whose interval $[k\eta, (k+1)\eta)$ holds $t$ (robust to rounding of k·η/η)."""
+    return jnp.floor(t / lr + 0.5 * STEP_MARGIN).astype(int)
 
 
 class ContinuousModel(eqx.Module):

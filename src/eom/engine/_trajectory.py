@@ -12,7 +12,6 @@ analyses reuse them.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 
 import diffrax
@@ -23,8 +22,8 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PyTree
 
 from .._errors import DivergenceError, EomError
-from .._tree import tree_add, tree_scale
-from ._counter import Method, check_loss, check_lr, grad_and_terms_fn, regularized
+from ._cache import loss_cache
+from ._counter import Method, check_loss, check_lr, eom_field, regularized
 from ._modified import check_order
 
 #: Saved points per jitted chunk. Bounds the memory of one chunk to CHUNK × (number of params).
@@ -48,30 +47,6 @@ class Trajectory(eqx.Module):
     def at(self, i: int) -> PyTree:
         """The params at saved point `i`."""
         return jax.tree.map(lambda x: x[i], self.params)
-
-
-@functools.cache
-def _field_fn(loss: Callable, order: int, weight_decay: float, method: str) -> Callable:
-    """`(params, lr) -> EoM field`; cached so jitted callers see the same function object."""
-    loss_wd = regularized(loss, weight_decay)
-    if order == 0:
-        grad = jax.grad(loss_wd)
-        return lambda p, lr: tree_scale(-1.0, grad(p))
-    fn = grad_and_terms_fn(loss_wd, order, method=method)
-
-    def field(p, lr):
-        g, xi = fn(p)
-        out = tree_scale(-1.0, g)
-        for k, term in enumerate(xi, start=1):
-            out = tree_add(out, tree_scale(-(lr**k), term))
-        return out
-
-    return field
-
-
-def eom_field(loss, order: int, weight_decay: float = 0.0, method: Method = "auto") -> Callable:
-    """The EoM field as `(params, lr) -> dθ/dt` (lr traced, so sweeps do not recompile)."""
-    return _field_fn(loss, check_order(order), float(weight_decay), method)
 
 
 def gd_advance(grad_wd: Callable, params: PyTree, lr, num: Int[Array, ""]) -> PyTree:
@@ -102,8 +77,21 @@ def ode_advance(
     max_steps: int = 100_000,
 ):
     """Solve $\\dot y = $ `field(y, lr)` from `t0`, returning (ys at `ts`, result, steps taken)."""
+    return solve_at(
+        lambda t, y, lr_: field(y, lr_), y0, t0, ts, lr, solver=solver, rtol=rtol, atol=atol,
+        dt0=dt0, max_steps=max_steps,
+    )
+
+
+def solve_at(
+    field: Callable, y0: PyTree, t0, ts, lr, *, solver, rtol, atol, dt0, max_steps: int
+):
+    """Solve $\\dot y = $ `field(t, y, lr)` from `t0` (a time-dependent field), sampled at `ts`.
+
+    Returns `(ys, result, steps taken)`; never raises (`throw=False`): callers read `result`.
+    """
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, args: field(y, args)),
+        diffrax.ODETerm(field),
         solver,
         t0=t0,
         t1=ts[-1],
@@ -116,6 +104,30 @@ def ode_advance(
         throw=False,
     )
     return sol.ys, sol.result, sol.stats["num_accepted_steps"]
+
+
+#: A solve may take this many times the steps its previous chunk needed before it is stopped.
+BUDGET_GROWTH = 16
+#: The smallest step budget of one solve (a first chunk has no previous one to go by).
+BUDGET_FLOOR = 4096
+#: Status codes of a chunk solve.
+OK, OUT_OF_BUDGET, FAILED = 0, 1, 2
+
+
+def step_budget(previous: int | None = None, floor: int = BUDGET_FLOOR) -> int:
+    """The step budget of a solve: `BUDGET_GROWTH` × the steps the previous chunk took, at least
+    `floor`, rounded up to a power of two (so a slowly changing budget rarely recompiles)."""
+    need = max(int(floor), BUDGET_GROWTH * int(previous or 0), 1)
+    return 1 << (need - 1).bit_length()
+
+
+def solve_status(result) -> jax.Array:
+    """`OK`, `OUT_OF_BUDGET` (max_steps reached: too stiff for the budget) or `FAILED`."""
+    return jnp.where(
+        result == diffrax.RESULTS.successful,
+        OK,
+        jnp.where(result == diffrax.RESULTS.max_steps_reached, OUT_OF_BUDGET, FAILED),
+    )
 
 
 def save_grid(num_steps: int, save_every: int) -> np.ndarray:
@@ -153,7 +165,7 @@ def _loss_trace(loss, params_stacked):
     return jax.vmap(loss)(params_stacked)
 
 
-@functools.cache
+@loss_cache
 def _gd_chunk_fn(loss, weight_decay):
     grad_wd = jax.grad(regularized(loss, weight_decay))
 
@@ -168,7 +180,7 @@ def _gd_chunk_fn(loss, weight_decay):
     return run
 
 
-@functools.cache
+@loss_cache
 def _ode_chunk_fn(loss, order, weight_decay, method, solver, max_steps):
     field = eom_field(loss, order, weight_decay, method)
 
@@ -178,7 +190,7 @@ def _ode_chunk_fn(loss, order, weight_decay, method, solver, max_steps):
             field, y0, t0, ts, lr, solver=solver, rtol=rtol, atol=atol, dt0=dt0,
             max_steps=max_steps,
         )
-        return ys, result == diffrax.RESULTS.successful, nsteps
+        return ys, solve_status(result), nsteps
 
     return run
 
@@ -239,13 +251,15 @@ def integrate(
     atol: float | None = None,
     solver: diffrax.AbstractAdaptiveSolver | None = None,
     method: Method = "auto",
-    max_steps: int = 100_000,
+    max_steps: int | None = None,
 ) -> Trajectory:
     r"""Solve the order-$N$ EoM $\dot\theta = -\nabla L_\lambda - \sum_{k=1}^{N}\eta^k\xi_k$.
 
     Sampled at $t = k\eta$ on the same grid as `gradient_descent(..., save_every)`, so the two
     trajectories subtract leaf by leaf. `order=0` is gradient flow. Defaults: Dopri8 with
-    `rtol=1e-10`, `atol=1e-12` (float64 needed for meaningful errors below ~1e-7).
+    `rtol=1e-10`, `atol=1e-12` (float64 needed for meaningful errors below ~1e-7). Each chunk's
+    solve gets a step budget (`max_steps`, default `step_budget` of the previous chunk's steps);
+    running out of it raises `EomError` (the EoM is too stiff at this learning rate).
     """
     check_loss(loss, params0)
     lr = check_lr(lr)
@@ -254,26 +268,29 @@ def integrate(
     atol = 1e-12 if atol is None else float(atol)
     solver = default_solver() if solver is None else solver
     grid = save_grid(num_steps, save_every)
-    run = _ode_chunk_fn(loss, order, float(weight_decay), method, solver, max_steps)
-    y, t0, dt0 = params0, 0.0, lr  # a first step of one GD step; the controller adapts it
+    y, t0, dt0, prev = params0, 0.0, lr, None  # a first step of one GD step; the controller adapts
     saved = [jax.tree.map(lambda x: x[None], params0)]
     for part, n in chunks(grid):
-        ys, ok, nsteps = run(y, t0, jnp.asarray(part * lr), lr, dt0, rtol, atol)
-        if not bool(ok):
+        budget = int(max_steps) if max_steps is not None else step_budget(prev)
+        run = _ode_chunk_fn(loss, order, float(weight_decay), method, solver, budget)
+        ys, status, nsteps = run(y, t0, jnp.asarray(part * lr), lr, dt0, rtol, atol)
+        if int(status) != OK:
+            why = (
+                f"ran out of its budget of {budget} solver steps"
+                if int(status) == OUT_OF_BUDGET else "failed"
+            )
             raise EomError(
-                f"the ODE solver failed between t={t0:g} and t={part[n - 1] * lr:g} "
-                f"(order {order}, lr {lr:g}): the EoM is stiff or diverging there. Lower the "
+                f"the ODE solver {why} between t={t0:g} and t={part[n - 1] * lr:g} "
+                f"(order {order}, lr {lr:g}): the EoM is too stiff or diverging there. Lower the "
                 "learning rate, or raise max_steps / loosen rtol, atol."
             )
         saved.append(jax.tree.map(lambda x: x[:n], ys))
         y = jax.tree.map(lambda x: x[n - 1], ys)
         span = float(part[n - 1] * lr - t0)
         t0 = float(part[n - 1] * lr)
-        dt0 = span / max(int(nsteps), 1)
+        prev = int(nsteps)
+        dt0 = span / max(prev, 1)
     params = _stack(saved)
     losses = _loss_trace(loss, params)
     _check_finite(np.asarray(losses), grid, f"the order-{order} EoM", lr)
     return Trajectory(jnp.asarray(grid), jnp.asarray(grid * lr), params, losses)
-
-
-

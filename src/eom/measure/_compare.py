@@ -15,21 +15,39 @@ $\lVert\Phi^{(N)}_\eta(\theta_k) - \theta_{k+1}\rVert
 and the predicted error of `eom.measure._predict`. Memory is O(recorded scalars) unless
 `keep_params=True`: the parameters live only inside one chunk.
 
+**Any optimizer.** The discrete method and its continuous models come from an
+`eom.engine.Optimizer` (`optimizer=None` is `GD(weight_decay)`): the iterates through its
+`init`/`advance`, the models through `models(loss, lr, orders)` and `start`. Results are keyed
+by model: for GD by the order itself (`c.error[1]`, columns `error_1`), otherwise by the model's
+label (`c.error["switch1"]`, columns `error_switch1`). A model with `boundaries="step"` is solved
+with a restart at every step; one with `every=m` has NaN in its columns at steps that are not
+multiples of m.
+
+**Order of work in a chunk.** The discrete iterates are advanced first and checked (a non-finite
+loss or one past `DIVERGENCE_FACTOR`× its start stops the run, blamed on the optimizer and the
+learning rate, never on the solver); only then are the chunk's ODEs solved, each with a step
+budget of `BUDGET_GROWTH`× the steps its previous chunk took (`eom.engine.step_budget`). Running
+out of it raises `EomError` naming the order, the step and η·λ_max there, in seconds rather than
+after a minutes-long solve, and keeps every jitted call short (Ctrl-C acts between chunks).
+
 **Solver honesty.** Unless given, tolerances are chosen per order from the expected local error
-$\eta^{N+2}\lVert\xi_{N+1}(\theta_0)\rVert$, and on a sample of chunks the ODE is re-solved at a
-100× tighter tolerance; the difference accumulates into `solver_error`. Recorded errors that are
-not at least 10× above it are flagged in `flagged[N]` rather than reported as if they were real.
+$\eta^{N+2}\lVert\xi_{N+1}(\theta_0)\rVert$ (`eom.measure._tolerance`), and on a sample of chunks
+the ODE is re-solved at a 100× tighter tolerance; the difference accumulates into
+`solver_error`. Recorded errors that are not at least 10× above it are flagged in `flagged[N]`
+rather than reported as if they were real (`FLAG_REASON`). As the measured error falls the
+tolerance is tightened chunk by chunk (down to the float64 floor), so that late, small errors are
+still measurements.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import diffrax
 import jax
@@ -39,27 +57,37 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 
 from .._errors import DivergenceError, EomError
-from .._tree import leaf_paths, tree_norm, tree_sub, tree_zeros_like
-from ..engine import check_loss, check_lr, check_order, grad_and_terms_fn, regularized
+from .._tree import leaf_paths, tree_zeros_like
+from ..engine import GD, ContinuousModel, Optimizer, check_loss, check_lr, check_order
+from ..engine._cache import loss_cache
 from ..engine._trajectory import (
     CHUNK,
-    _gd_chunk_fn,
-    _ode_chunk_fn,
+    OK,
+    OUT_OF_BUDGET,
     chunks,
     default_solver,
-    eom_field,
-    ode_advance,
     save_grid,
+    step_budget,
 )
-from ._predict import gd_prediction_step
+from . import _kernels as K
+from ._predict import predict_chunk_fn
+from ._tolerance import (
+    SOLVER_MARGIN,
+    optimizer_tolerance,
+    resolve_tolerances,
+    tightened,
+)
 
-#: A recorded error must exceed the solver's own error by this factor to count as measured.
-SOLVER_MARGIN = 10.0
-#: Tightest tolerance we ask of the solver in float64 (below it rounding dominates).
-TOL_FLOOR = 1e-13
-TOL_CEIL = 1e-6
 #: GD counts as diverged once |loss| exceeds this factor times (|L(θ_0)| + 1), or is not finite.
 DIVERGENCE_FACTOR = 1e8
+#: Why a recorded point is flagged (printed next to flags by the CLI and reports).
+FLAG_REASON = (
+    "flagged: the error is less than SOLVER_MARGIN (10)× the estimated ODE-solver error at that "
+    "point, so it may be solver error rather than discretization error; tighten rtol/atol (or "
+    "let the automatic tolerance tighten over more chunks) to measure it"
+)
+#: Smallest step budget of one step-wise (restarted) solve.
+STEP_BUDGET_FLOOR = 256
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,14 +98,16 @@ DIVERGENCE_FACTOR = 1e8
 class Comparison:
     r"""The measured (and optionally predicted) discretization error of GF/EoM against GD.
 
-    Per-order quantities are dicts keyed by the order $N$ (0 = gradient flow); arrays run over
-    the recorded steps `steps` (times `times` = steps·lr).
+    Per-model quantities are dicts keyed by the order $N$ for GD (0 = gradient flow), or by the
+    model's label for other optimizers (`orders` lists those keys in order); arrays run over the
+    recorded steps `steps` (times `times` = steps·lr). A point is flagged when its error is not
+    `SOLVER_MARGIN`× its estimated solver error (`FLAG_REASON`).
     """
 
     lr: float
     weight_decay: float
     num_steps: int
-    orders: tuple[int, ...]
+    orders: tuple
     steps: np.ndarray
     times: np.ndarray
     loss_gd: np.ndarray
@@ -96,6 +126,14 @@ class Comparison:
     diagnostics: dict[str, np.ndarray] | None = None
     params: dict | None = None
     wall_time: dict[str, float] = field(default_factory=dict)
+    optimizer: str = "gd"
+
+    def flagged_fraction(self) -> dict:
+        """Per model, the fraction of recorded points flagged (see `FLAG_REASON`)."""
+        return {
+            n: float(np.mean(self.flagged[n])) if self.flagged[n].size else 0.0
+            for n in self.orders
+        }
 
     def final(self) -> dict:
         """Summary at the last recorded step: errors, ratios between successive orders, flags."""
@@ -134,10 +172,11 @@ class Comparison:
     def to_dict(self) -> dict:
         """Plain-Python dict (JSON-serializable) of everything except stored params."""
         d = {
+            "optimizer": self.optimizer,
             "lr": self.lr,
             "weight_decay": self.weight_decay,
             "num_steps": self.num_steps,
-            "orders": list(self.orders),
+            "orders": [str(n) if isinstance(n, str) else n for n in self.orders],
             "rtol": {str(k): v for k, v in self.rtol.items()},
             "atol": {str(k): v for k, v in self.atol.items()},
             "leaf_names": self.leaf_names,
@@ -190,6 +229,9 @@ class CompareState:
     solver_rate: np.ndarray  # solver error one chunk adds at its end point (latest verified)
     solver_peak: np.ndarray  # worst solver error at any point of the latest verified chunk
     diag_v: np.ndarray | None = None  # warm start of the λ_max iteration (flat), if diagnosing
+    opt_state: PyTree = ()  # the optimizer's own state (GD: none)
+    work: np.ndarray | None = None  # solver steps each model's previous chunk took (budgets)
+    tol_scale: np.ndarray | None = None  # tightening factor of each model's tolerance (≤ 1)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat float64 arrays (np.savez-able without pickle)."""
@@ -209,11 +251,24 @@ class CompareState:
             out[f"ehat_{i}"] = np.asarray(ravel_pytree(e)[0])
         if self.diag_v is not None:
             out["diag_v"] = np.asarray(self.diag_v)
+        if jax.tree.leaves(self.opt_state):
+            out["opt_state"] = np.asarray(ravel_pytree(self.opt_state)[0])
+        if self.work is not None:
+            out["work"] = np.asarray(self.work)
+        if self.tol_scale is not None:
+            out["tol_scale"] = np.asarray(self.tol_scale)
         return out
 
     @classmethod
-    def from_arrays(cls, arrays, params0: PyTree, num_orders: int) -> CompareState:
+    def from_arrays(
+        cls, arrays, params0: PyTree, num_orders: int, opt_state: PyTree = ()
+    ) -> CompareState:
+        """Inverse of `to_arrays`; `opt_state` is a template of the optimizer's state (from
+        `optimizer.init`), needed only for optimizers that have one."""
         unravel = ravel_pytree(params0)[1]
+        saved_opt = opt_state
+        if "opt_state" in arrays and jax.tree.leaves(opt_state):
+            saved_opt = ravel_pytree(opt_state)[1](jnp.asarray(arrays["opt_state"]))
         return cls(
             index=int(arrays["index"]),
             chunk=int(arrays["chunk"]),
@@ -226,104 +281,408 @@ class CompareState:
             solver_rate=np.asarray(arrays["solver_rate"]),
             solver_peak=np.asarray(arrays["solver_peak"]),
             diag_v=np.asarray(arrays["diag_v"]) if "diag_v" in arrays else None,
+            opt_state=saved_opt,
+            work=np.asarray(arrays["work"]) if "work" in arrays else None,
+            tol_scale=np.asarray(arrays["tol_scale"]) if "tol_scale" in arrays else None,
         )
 
 
 # --------------------------------------------------------------------------------------------
-# Jitted pieces (cached on the loss function's identity, so repeated runs do not recompile)
+# Options
 
 
-@functools.cache
-def _gd_predict_chunk_fn(loss, orders, weight_decay, method):
-    loss_wd = regularized(loss, weight_decay)
-    grad_wd = jax.grad(loss_wd)
-    terms_fn = grad_and_terms_fn(loss_wd, max(orders) + 1, method=method)
+@dataclass(frozen=True)
+class SolverOptions:
+    """How the continuous models are solved.
 
-    @jax.jit
-    def run(theta, ehat, bound, lr, counts):
-        def record(carry, n):
-            carry = jax.lax.fori_loop(
-                0, n, lambda _, c: gd_prediction_step(grad_wd, terms_fn, orders, *c, lr), carry
-            )
-            theta, ehat, bound = carry
-            norms = jnp.stack([tree_norm(e) for e in ehat])
-            return carry, (theta, norms, bound)
-
-        return jax.lax.scan(record, (theta, ehat, bound), counts)
-
-    return run
-
-
-@functools.cache
-def _metrics_fn(loss, num_orders):
-    def leaf_sq(a, b):
-        pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-        return jnp.stack([jnp.sum((x - y) ** 2) for x, y in pairs])
-
-    @jax.jit
-    def run(thetas_gd, ys, theta0):
-        loss_gd = jax.vmap(loss)(thetas_gd)
-        disp = jax.vmap(lambda th: tree_norm(tree_sub(th, theta0)))(thetas_gd)
-        losses, leaf = [], []
-        for i in range(num_orders):
-            losses.append(jax.vmap(loss)(ys[i]))
-            leaf.append(jax.vmap(leaf_sq)(ys[i], thetas_gd))
-        return loss_gd, disp, losses, leaf
-
-    return run
-
-
-@functools.cache
-def _local_fn(loss, order, weight_decay, method, solver, max_steps):
-    field = eom_field(loss, order, weight_decay, method)
-    grad_wd = jax.grad(regularized(loss, weight_decay))
-
-    @jax.jit
-    def run(thetas, lr, rtol, atol):
-        def one(theta):
-            gd1 = jax.tree.map(lambda p, g: p - lr * g, theta, grad_wd(theta))
-            ys, result, _ = ode_advance(
-                field, theta, 0.0, jnp.reshape(lr, (1,)), lr, solver=solver, rtol=rtol,
-                atol=atol, dt0=lr / 4, max_steps=max_steps,
-            )
-            err = tree_norm(tree_sub(jax.tree.map(lambda y: y[0], ys), gd1))
-            # A failed one-step solve is reported as NaN, never as a number.
-            return jnp.where(result == diffrax.RESULTS.successful, err, jnp.nan)
-
-        return jax.lax.map(one, thetas)
-
-    return run
-
-
-@functools.cache
-def _local_scale_fn(loss, max_order, weight_decay, method):
-    fn = grad_and_terms_fn(regularized(loss, weight_decay), max_order + 1, method=method)
-
-    @jax.jit
-    def run(theta):
-        g, xi = fn(theta)
-        return jnp.stack([tree_norm(x) for x in xi])
-
-    return run
-
-
-def auto_tolerance(loss, params0, lr, orders, weight_decay=0.0, method="auto") -> dict[int, float]:
-    r"""Per-order solver tolerance from the expected local error $\eta^{N+2}\lVert\xi_{N+1}\rVert$.
-
-    Diffrax's PID controller bounds the RMS of err_i/(atol + rtol|y_i|) per step, i.e. an L2 error
-    of about $\sqrt d\,\tau(1 + y_{rms})$ with rtol = atol = τ. We ask for 1/100 of the local error
-    per step, clipped to [1e-13, 1e-6].
+    - `solver`: a diffrax adaptive solver (None: Dopri8).
+    - `rtol`, `atol`: a float or a dict per model (None: `auto_tolerance`, then tightened).
+    - `method`: counter-term method of GD's fields (`"auto"`, `"reference"`, `"bseries"`).
+    - `verify_every`: re-solve every this many chunks at 100× tighter tolerance.
+    - `max_steps`: a fixed step budget per solve (None: derived from the previous chunk).
+    - `tighten`: tighten the automatic tolerance as the measured error falls.
     """
-    norms = np.asarray(_local_scale_fn(loss, max(orders), float(weight_decay), method)(params0))
-    flat = np.asarray(ravel_pytree(params0)[0])
-    d = flat.size
-    y_rms = float(np.sqrt(np.mean(flat**2))) if d else 0.0
-    out = {}
-    for n in orders:
-        local = lr ** (n + 2) * float(norms[n])
-        tau = local / (100.0 * math.sqrt(d) * (1.0 + y_rms)) if local > 0 else TOL_FLOOR
-        out[n] = float(np.clip(tau, TOL_FLOOR, TOL_CEIL))
+
+    solver: Any = None
+    rtol: Any = None
+    atol: Any = None
+    method: str = "auto"
+    verify_every: int = 8
+    max_steps: int | None = None
+    tighten: bool = True
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    """What is recorded: every `record_every` steps (and the last), in chunks of `chunk_size`
+    points; `keep_params`, `local`, `predict`, `solve` and `diagnose_every` as in `compare`."""
+
+    record_every: int = 1
+    keep_params: bool = False
+    local: bool = False
+    predict: bool = False
+    solve: bool = True
+    diagnose_every: int | None = None
+    chunk_size: int = CHUNK
+
+
+def _key(model: ContinuousModel):
+    """Results key of a model: its order for labels that are the order (GD), else its label."""
+    return model.order if model.label == str(model.order) else model.label
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Everything fixed for one comparison (built once by `_setup`)."""
+
+    loss: Callable
+    optimizer: Optimizer
+    models: tuple
+    keys: tuple
+    params0: PyTree
+    starts: tuple
+    lr: float
+    grid: np.ndarray
+    parts: list
+    rtols: np.ndarray
+    atols: np.ndarray
+    tighten: np.ndarray  # per model: may the tolerance be tightened
+    loss_limit: float
+    diag_at: np.ndarray
+    solver: Any
+    solver_opts: SolverOptions
+    rec: RecordOptions
+
+
+def _check_orders(orders) -> tuple[int, ...]:
+    orders = (int(orders),) if isinstance(orders, int) else tuple(int(n) for n in orders)
+    if not orders:
+        raise EomError("orders is empty; pass e.g. orders=(0, 1, 2) (0 = gradient flow).")
+    if len(set(orders)) != len(orders):
+        raise EomError(f"orders {orders} has repeats; list each order once.")
+    return tuple(check_order(n) for n in orders)
+
+
+def _check_supported(optimizer: Optimizer, rec: RecordOptions) -> None:
+    if isinstance(optimizer, GD):
+        return
+    for flag in ("predict", "local"):
+        if getattr(rec, flag):
+            raise EomError(
+                f"{flag}=True is only supported for gradient descent (optimizer=GD), not for "
+                f"{type(optimizer).__name__}; run without it."
+            )
+
+
+def _setup(loss, params0, lr, num_steps, orders, optimizer, solver_opts, rec) -> _Run:
+    check_loss(optimizer.full_loss(loss), params0)
+    lr = check_lr(lr)
+    orders = _check_orders(orders)
+    _check_supported(optimizer, rec)
+    if rec.predict:
+        check_order(max(orders) + 1)
+    grid = save_grid(num_steps, rec.record_every)
+    models = tuple(optimizer.models(loss, lr, orders))
+    keys = tuple(_key(m) for m in models)
+    if len(set(keys)) != len(keys):
+        raise EomError(f"{type(optimizer).__name__}.models gave repeated labels {keys}.")
+    model_orders = tuple(m.order for m in models)
+    r, a = resolve_tolerances(
+        solver_opts.rtol, solver_opts.atol, keys, model_orders,
+        lambda: optimizer_tolerance(loss, optimizer, params0, lr, model_orders),
+    )
+    loss0 = float(optimizer.full_loss(loss)(params0))
+    if not math.isfinite(loss0):
+        raise EomError(
+            f"the loss is {loss0} at the starting parameters, before any step: check the loss "
+            "function and the data (a log of zero, a division by zero, NaN inputs)."
+        )
+    auto_r, auto_a = solver_opts.rtol is None, solver_opts.atol is None
+    return _Run(
+        loss=loss, optimizer=optimizer, models=models, keys=keys, params0=params0,
+        starts=tuple(optimizer.start(loss, params0, lr, m) for m in models), lr=lr, grid=grid,
+        parts=list(chunks(grid, rec.chunk_size)),
+        rtols=np.array([r[k] for k in keys]), atols=np.array([a[k] for k in keys]),
+        tighten=np.full(len(models), solver_opts.tighten and auto_r and auto_a),
+        loss_limit=DIVERGENCE_FACTOR * (abs(loss0) + 1.0),
+        diag_at=_diagnosis_mask(grid, rec.diagnose_every),
+        solver=default_solver() if solver_opts.solver is None else solver_opts.solver,
+        solver_opts=solver_opts, rec=rec,
+    )
+
+
+def _initial_state(run: _Run) -> CompareState:
+    m = len(run.models)
+    return CompareState(
+        index=0, chunk=0, theta_gd=run.params0, theta=run.starts, dt0=np.full(m, run.lr),
+        ehat=(tree_zeros_like(run.params0),) * m,
+        bound=np.zeros(m), solver_error=np.zeros(m), solver_rate=np.zeros(m),
+        solver_peak=np.zeros(m),
+        opt_state=run.optimizer.init(run.loss, run.params0, run.lr),
+        work=np.zeros(m, dtype=np.int64), tol_scale=np.ones(m),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# One chunk: discrete side, check, continuous side, records
+
+
+@dataclass
+class _Discrete:
+    thetas: PyTree  # stacked over the chunk's points
+    losses: np.ndarray
+    end: PyTree
+    opt_state: PyTree
+    ehat: tuple
+    bound: np.ndarray
+    ehat_norms: np.ndarray | None = None
+    bounds: np.ndarray | None = None
+
+
+def _advance_discrete(run: _Run, state: CompareState, part: np.ndarray) -> _Discrete:
+    prev_step = int(run.grid[state.index])
+    counts = jnp.asarray(np.diff(np.concatenate([[prev_step], part])))
+    if run.rec.predict:
+        gd: GD = run.optimizer  # type: ignore[assignment]  (checked in _check_supported)
+        fn = predict_chunk_fn(run.loss, run.keys, float(gd.weight_decay), gd.method)
+        (end, ehat, bound), (thetas, norms, bounds) = fn(
+            state.theta_gd, state.ehat, jnp.asarray(state.bound), run.lr, counts
+        )
+        losses = K.loss_values_fn(run.loss, run.optimizer)(thetas)
+        return _Discrete(thetas, np.asarray(losses), end, state.opt_state, tuple(ehat),
+                         np.asarray(bound), np.asarray(norms), np.asarray(bounds))
+    fn = K.discrete_chunk_fn(run.loss, run.optimizer)
+    end, opt_state, thetas, losses = fn(
+        state.theta_gd, state.opt_state, run.lr, jnp.asarray(prev_step), counts
+    )
+    return _Discrete(thetas, np.asarray(losses), end, opt_state, state.ehat, state.bound)
+
+
+def _first_divergent(losses: np.ndarray, limit: float) -> int | None:
+    bad = ~(np.abs(losses) <= limit)  # NaN, inf, or a blow-up past limit
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+def _divergence_error(run: _Run, losses, steps, first: int) -> DivergenceError:
+    what = "not finite" if not np.isfinite(losses[first]) else (
+        f"{losses[first]:.3g}, over {DIVERGENCE_FACTOR:.0e}× its initial value"
+    )
+    name = "gradient descent" if isinstance(run.optimizer, GD) else type(run.optimizer).__name__
+    return DivergenceError(
+        f"{name} diverged: the loss is {what} at step {int(steps[first])} with learning rate "
+        f"{run.lr:g}. Lower the learning rate (GD is stable only for lr·λ_max < 2, and the EoM "
+        "is accurate for lr·λ_max well below 1). Results up to the previous recorded step are "
+        "kept. (The ODEs of that stretch were not solved: this is the discrete method or the "
+        "loss blowing up, not the solver.)"
+    )
+
+
+def _budget(run: _Run, state: CompareState, i: int) -> int:
+    if run.solver_opts.max_steps is not None:
+        return int(run.solver_opts.max_steps)
+    if run.models[i].boundaries == "step":  # per step: the average step's work
+        per_step = int(state.work[i]) // max(int(run.grid[min(state.index, 1)]), 1)
+        return step_budget(per_step, STEP_BUDGET_FLOOR)
+    return step_budget(int(state.work[i]))
+
+
+def _solve_model(run, state, i, part, scale, budget):
+    """One model over one chunk at tolerance scale `scale`: `(ys, status, steps)`."""
+    model = run.models[i]
+    prev_step = int(run.grid[state.index])
+    rtol, atol = run.rtols[i] * scale, run.atols[i] * scale
+    if model.boundaries == "step":
+        fn = K.stepwise_chunk_fn(run.loss, model.field, run.solver, budget)
+        counts = jnp.asarray(np.diff(np.concatenate([[prev_step], part])))
+        per_step_dt = float(state.dt0[i])
+        return fn(state.theta[i], jnp.asarray(prev_step), counts, run.lr, per_step_dt, rtol, atol)
+    fn = K.smooth_chunk_fn(run.loss, model.field, run.solver, budget)
+    return fn(state.theta[i], prev_step * run.lr, jnp.asarray(part * run.lr), run.lr,
+              state.dt0[i], rtol, atol)
+
+
+def _solver_failure(run, state, i, part, nvalid, status, budget) -> EomError:
+    model = run.models[i]
+    a, b = int(run.grid[state.index]), int(part[nvalid - 1])
+    try:
+        lam = float(K.lambda_max_fn(run.loss, run.optimizer)(state.theta_gd))
+        sharp = f"η·λ_max ≈ {run.lr * lam:.3g} at step {a}"
+    except Exception:  # noqa: BLE001 — the message must not fail
+        sharp = "η·λ_max unknown"
+    what = f"the order-{model.order} {model.kind.upper() if model.kind != 'eom' else 'EoM'}"
+    if model.label != str(model.order):
+        what += f" ({model.label!r})"
+    if status == OUT_OF_BUDGET:
+        why = (f"is too stiff at step {a}: the ODE solver used its whole budget of {budget} "
+               f"steps before step {b}")
+    else:
+        why = f"could not be solved between steps {a} and {b} (the solution left finite values)"
+    return EomError(
+        f"{what} {why} ({sharp}, lr {run.lr:g}). The discrete iterates are fine there. Lower the "
+        "learning rate (the EoM series needs η·λ_max well below 1) or drop the highest orders."
+    )
+
+
+@dataclass
+class _Solved:
+    ys: list
+    theta: list
+    dt0: np.ndarray
+    work: np.ndarray
+    point_dev: dict
+    solver_rate: np.ndarray
+    solver_peak: np.ndarray
+
+
+def _solve_models(run: _Run, state: CompareState, ci, part, nvalid) -> _Solved:
+    m = len(run.models)
+    out = _Solved([], list(state.theta), state.dt0.copy(), state.work.copy(), {},
+                  state.solver_rate.copy(), state.solver_peak.copy())
+    verify = ci % max(int(run.solver_opts.verify_every), 1) == 0
+    t0 = int(run.grid[state.index]) * run.lr
+    for i in range(m):
+        budget = _budget(run, state, i)
+        y, status, nst = _solve_model(run, state, i, part, state.tol_scale[i], budget)
+        if int(status) != OK:
+            raise _solver_failure(run, state, i, part, nvalid, int(status), budget)
+        out.ys.append(y)
+        out.theta[i] = jax.tree.map(lambda x: x[nvalid - 1], y)
+        nst = int(nst)
+        out.work[i] = nst
+        span = float(part[nvalid - 1]) * run.lr - t0
+        if run.models[i].boundaries == "step":
+            out.dt0[i] = run.lr * max(1, round(span / run.lr)) / max(nst, 1)
+        elif span > 0:
+            out.dt0[i] = span / max(nst, 1)
+        if verify:
+            _verify(run, state, i, part, nvalid, y, budget, out)
     return out
+
+
+def _verify(run, state, i, part, nvalid, y, budget, out: _Solved) -> None:
+    """Re-solve model i at a 100× tighter tolerance; record each point's deviation."""
+    y_tight, status, _ = _solve_model(run, state, i, part, state.tol_scale[i] / 100, 2 * budget)
+    if int(status) == OK:
+        dev = np.asarray(K.deviation(y, y_tight))[:nvalid]
+        out.point_dev[i] = np.maximum(dev, dev[-1])
+        out.solver_rate[i] = float(dev[-1])  # carried into later chunks
+        out.solver_peak[i] = float(dev.max())  # interpolated points can be worse
+    else:
+        out.solver_rate[i] = out.solver_peak[i] = math.inf
+
+
+def _model_records(run, state, disc, solved, nvalid, steps, recs) -> tuple[np.ndarray, np.ndarray]:
+    """Error, loss, solver-error and flag columns of every model; returns the solver error
+    carried into the next chunk and the next tolerance scales."""
+    disp, losses, leaf = K.metrics_fn(run.loss, run.optimizer, len(run.models))(
+        disc.thetas, solved.ys, run.params0
+    )
+    disp = np.asarray(disp)[:nvalid]
+    solver_err = state.solver_error.copy()
+    scales = state.tol_scale.copy()
+    for i, (model, key) in enumerate(zip(run.models, run.keys, strict=True)):
+        sq = np.asarray(leaf[i])[:nvalid]
+        err = np.sqrt(np.sum(sq, axis=1))
+        # Solver error at each point: what earlier chunks carried in, plus this chunk's own.
+        # Verified chunk: each point's deviation between the loose and the 100× tighter solve,
+        # floored by the end point's (two solves can agree by accident at an early point).
+        # Otherwise the worst point of the latest verified chunk (covers dense-output
+        # interpolation between solver steps).
+        own = solved.point_dev.get(i)
+        if own is None:
+            own = np.full(nvalid, solved.solver_peak[i])
+        serr = solver_err[i] + own
+        mask = (steps % model.every) != 0 if model.every > 1 else None
+        cols = {
+            "loss": np.asarray(losses[i])[:nvalid], "error": err,
+            "relative_error": _ratio(err, disp), "solver_error": serr,
+        }
+        if mask is not None:
+            for v in cols.values():
+                v[mask] = np.nan
+            sq = sq.copy()
+            sq[mask] = np.nan
+        for name, v in cols.items():
+            recs[f"{name}_{key}"] = v
+        recs[f"flagged_{key}"] = (~(err >= SOLVER_MARGIN * serr)).astype(int)
+        if mask is not None:
+            recs[f"flagged_{key}"][mask] = 0
+        recs[f"_leaf_error_{key}"] = np.sqrt(sq)
+        solver_err[i] = solver_err[i] + solved.solver_rate[i]
+        if run.tighten[i] and i in solved.point_dev:
+            measured = float(np.nanmin(err)) if np.isfinite(err).any() else math.nan
+            scales[i] = tightened(scales[i], run.rtols[i], solved.solver_peak[i], measured)
+    return solver_err, scales
+
+
+def _ratio(err, disp):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(disp > 0, err / disp, np.nan)
+
+
+def _extra_records(run, state, disc, solved, nvalid, recs) -> Any:
+    """Prediction, local error, kept params and diagnostics; returns the new λ_max warm start."""
+    if run.rec.predict:
+        for i, key in enumerate(run.keys):
+            recs[f"predicted_{key}"] = disc.ehat_norms[:nvalid, i]
+            recs[f"bound_{key}"] = disc.bounds[:nvalid, i]
+    if run.rec.local and solved is not None:
+        for i, (model, key) in enumerate(zip(run.models, run.keys, strict=True)):
+            fn = K.local_fn(run.loss, run.optimizer, model.field, run.solver,
+                            step_budget(None))
+            loc = fn(disc.thetas, run.lr, run.rtols[i] / 100, run.atols[i] / 100)
+            recs[f"local_error_{key}"] = np.asarray(loc)[:nvalid]
+    if run.rec.keep_params:
+        recs["_params_gd"] = jax.tree.map(lambda x: np.asarray(x[:nvalid]), disc.thetas)
+        if solved is not None:
+            for y, key in zip(solved.ys, run.keys, strict=True):
+                recs[f"_params_{key}"] = jax.tree.map(lambda x: np.asarray(x[:nvalid]), y)
+    mask = run.diag_at[state.index + 1 : state.index + 1 + nvalid]
+    if not mask.any():
+        return state.diag_v
+    order = max(m.order for m in run.models)
+    diagnose = _diagnose_fn(run.loss, run.optimizer, order)
+    return _record_diagnostics(recs, diagnose, disc.thetas, mask, run.lr, order, state.diag_v)
+
+
+def chunk_step(run: _Run, state: CompareState) -> tuple[dict, CompareState, Exception | None]:
+    """Advance one chunk from `state`: `(records, new state, error to raise after yielding)`.
+
+    Pure in the sense that matters for resuming: the result depends only on `run` and
+    `state`, so a run continued from a saved state is bit-identical to an uninterrupted one.
+    """
+    ci = state.chunk
+    part, nvalid = run.parts[ci]
+    tic = time.perf_counter()
+    disc = _advance_discrete(run, state, part)
+    first = _first_divergent(disc.losses[:nvalid], run.loss_limit)
+    error = None
+    if first is not None:
+        error = _divergence_error(run, disc.losses, part, first)
+        if first == 0:
+            return {}, state, error
+        nvalid = first  # solve only up to the last good point (pad with its time)
+        part = np.concatenate([part[:nvalid], np.full(len(part) - nvalid, part[nvalid - 1])])
+    steps = part[:nvalid].copy()
+    recs: dict = {"step": steps, "time": steps * run.lr, "loss_gd": disc.losses[:nvalid]}
+    solved = _solve_models(run, state, ci, part, nvalid) if run.rec.solve else None
+    solver_err, scales = state.solver_error, state.tol_scale
+    if solved is not None:
+        solver_err, scales = _model_records(run, state, disc, solved, nvalid, steps, recs)
+    diag_v = _extra_records(run, state, disc, solved, nvalid, recs)
+    recs["_wall"] = time.perf_counter() - tic
+    new = CompareState(
+        index=state.index + nvalid, chunk=ci + 1,
+        theta_gd=jax.tree.map(lambda x: x[nvalid - 1], disc.thetas),
+        theta=tuple(solved.theta) if solved else state.theta,
+        dt0=solved.dt0 if solved else state.dt0,
+        ehat=disc.ehat, bound=np.asarray(disc.bound), solver_error=solver_err,
+        solver_rate=solved.solver_rate if solved else state.solver_rate,
+        solver_peak=solved.solver_peak if solved else state.solver_peak,
+        diag_v=diag_v, opt_state=disc.opt_state,
+        work=solved.work if solved else state.work, tol_scale=scales,
+    )
+    return recs, new, error
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,6 +696,7 @@ def compare_chunks(
     num_steps: int,
     orders=(0, 1, 2),
     *,
+    optimizer: Optimizer | None = None,
     weight_decay: float = 0.0,
     record_every: int = 1,
     rtol: float | dict | None = None,
@@ -349,182 +709,49 @@ def compare_chunks(
     verify_every: int = 8,
     solver=None,
     method: str = "auto",
-    max_steps: int = 1_000_000,
+    max_steps: int | None = None,
     chunk_size: int = CHUNK,
+    tighten: bool = True,
     state: CompareState | None = None,
 ) -> Iterator[tuple[dict, CompareState]]:
     """The engine of `compare`: yields `(records, state)` after every chunk of recorded steps.
 
     `records` maps column names to arrays over the chunk's recorded steps (the schema of
     `Comparison.columns()`, plus `_params_*` pytrees when `keep_params`). Pass a saved `state`
-    to resume; the continuation is bit-identical to an uninterrupted run.
+    to resume; the continuation is bit-identical to an uninterrupted run. `tighten` applies
+    only to automatic tolerances (rtol and atol both None).
     """
-    check_loss(loss, params0)
-    lr = check_lr(lr)
-    orders = tuple(check_order(n) for n in orders)
-    if not orders:
-        raise EomError("orders is empty; pass e.g. orders=(0, 1, 2) (0 = gradient flow).")
-    if len(set(orders)) != len(orders):
-        raise EomError(f"orders {orders} has repeats; list each order once.")
-    if predict:
-        check_order(max(orders) + 1)
-    weight_decay = float(weight_decay)
-    solver = default_solver() if solver is None else solver
-    grid = save_grid(num_steps, record_every)
-    m = len(orders)
-    tol = _resolve_tol(rtol, atol, loss, params0, lr, orders, weight_decay, method)
-    rtols = np.array([tol[0][n] for n in orders])
-    atols = np.array([tol[1][n] for n in orders])
-    theta0 = params0
-    loss_limit = DIVERGENCE_FACTOR * (abs(float(loss(params0))) + 1.0)
-    if state is None:
-        state = CompareState(
-            index=0, chunk=0, theta_gd=params0, theta=(params0,) * m,
-            dt0=np.full(m, lr), ehat=(tree_zeros_like(params0),) * m,
-            bound=np.zeros(m), solver_error=np.zeros(m), solver_rate=np.zeros(m),
-            solver_peak=np.zeros(m),
-        )
-    gd_run = (
-        _gd_predict_chunk_fn(loss, orders, weight_decay, method) if predict
-        else _gd_chunk_fn(loss, weight_decay)
-    )
-    ode_runs = [_ode_chunk_fn(loss, n, weight_decay, method, solver, max_steps) for n in orders]
-    metrics = _metrics_fn(loss, m if solve else 0)
-    all_chunks = list(chunks(grid, chunk_size))
-    diag_at = _diagnosis_mask(grid, diagnose_every)
-    diagnose = _diagnose_fn(loss, max(orders), weight_decay, method) if diag_at.any() else None
-    for ci in range(state.chunk, len(all_chunks)):
-        part, nvalid = all_chunks[ci]
-        prev_step = int(grid[state.index])
-        t0 = prev_step * lr
-        counts = jnp.asarray(np.diff(np.concatenate([[prev_step], part])))
-        ts = jnp.asarray(part * lr)
-        tic = time.perf_counter()
-        if predict:
-            (_, ehat_end, bound_end), (thetas_gd, ehat_norms, bounds) = gd_run(
-                state.theta_gd, state.ehat, jnp.asarray(state.bound), lr, counts
-            )
-            ehat_end = tuple(ehat_end)
-        else:
-            _, thetas_gd = gd_run(state.theta_gd, lr, counts)
-            ehat_end, bound_end = state.ehat, state.bound
-        recs: dict = {"step": part[:nvalid].copy(), "time": part[:nvalid] * lr}
-        ys, new_dt0, new_theta = [], state.dt0.copy(), list(state.theta)
-        solver_err = state.solver_error.copy()
-        solver_rate = state.solver_rate.copy()
-        solver_peak = state.solver_peak.copy()
-        point_dev: dict[int, np.ndarray] = {}
-        if solve:
-            verify = ci % max(int(verify_every), 1) == 0
-            for i, n in enumerate(orders):
-                y, ok, nst = ode_runs[i](
-                    state.theta[i], t0, ts, lr, state.dt0[i], rtols[i], atols[i]
-                )
-                if not bool(ok):
-                    raise EomError(
-                        f"the ODE solver failed for order {n} between steps {prev_step} and "
-                        f"{int(part[nvalid - 1])} (lr {lr:g}): the EoM is too stiff or diverges "
-                        "there, usually because lr·λ_max is near or above 1. Lower the learning "
-                        "rate or drop the highest orders."
-                    )
-                ys.append(y)
-                new_theta[i] = jax.tree.map(lambda x: x[nvalid - 1], y)
-                span = float(part[nvalid - 1]) * lr - t0
-                new_dt0[i] = span / max(int(nst), 1) if span > 0 else state.dt0[i]
-                if verify:
-                    y_tight, ok2, _ = ode_runs[i](
-                        state.theta[i], t0, ts, lr, state.dt0[i], rtols[i] / 100, atols[i] / 100
-                    )
-                    if bool(ok2):
-                        dev = np.asarray(_deviation(y, y_tight))[:nvalid]
-                        point_dev[i] = np.maximum(dev, dev[-1])
-                        solver_rate[i] = float(dev[-1])  # carried into later chunks
-                        solver_peak[i] = float(dev.max())  # interpolated points can be worse
-                    else:
-                        solver_rate[i] = solver_peak[i] = math.inf
-            loss_gd, disp, losses, leaf = metrics(thetas_gd, ys, theta0)
-        else:
-            loss_gd, disp, losses, leaf = metrics(thetas_gd, [], theta0)
-        loss_gd = np.asarray(loss_gd)[:nvalid]
-        disp = np.asarray(disp)[:nvalid]
-        recs["loss_gd"] = loss_gd
-        for i, n in enumerate(orders):
-            if solve:
-                err_leaf = np.sqrt(np.asarray(leaf[i])[:nvalid])
-                err = np.sqrt(np.sum(np.asarray(leaf[i])[:nvalid], axis=1))
-                # Solver error at each recorded point: what earlier chunks carried in, plus this
-                # chunk's own. Verified chunk: each point's deviation between the loose and the
-                # 100× tighter solve, floored by the end point's (two solves can agree by
-                # accident at an early point). Otherwise the worst point of the latest verified
-                # chunk, which also covers dense-output interpolation between solver steps.
-                own = point_dev.get(i)
-                if own is None:
-                    own = np.full(nvalid, solver_peak[i])
-                serr = solver_err[i] + own
-                recs[f"loss_{n}"] = np.asarray(losses[i])[:nvalid]
-                recs[f"error_{n}"] = err
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    recs[f"relative_error_{n}"] = np.where(disp > 0, err / disp, np.nan)
-                recs[f"solver_error_{n}"] = serr
-                recs[f"flagged_{n}"] = (~(err >= SOLVER_MARGIN * serr)).astype(int)
-                recs[f"_leaf_error_{n}"] = err_leaf
-                solver_err[i] = solver_err[i] + solver_rate[i]
-            if predict:
-                recs[f"predicted_{n}"] = np.asarray(ehat_norms)[:nvalid, i]
-                recs[f"bound_{n}"] = np.asarray(bounds)[:nvalid, i]
-        if local and solve:
-            for i, n in enumerate(orders):
-                loc = _local_fn(loss, n, weight_decay, method, solver, max_steps)(
-                    thetas_gd, lr, rtols[i] / 100, atols[i] / 100
-                )
-                recs[f"local_error_{n}"] = np.asarray(loc)[:nvalid]
-        if keep_params:
-            recs["_params_gd"] = jax.tree.map(lambda x: np.asarray(x[:nvalid]), thetas_gd)
-            for i, n in enumerate(orders):
-                if solve:
-                    recs[f"_params_{n}"] = jax.tree.map(lambda x: np.asarray(x[:nvalid]), ys[i])
-        diag_v = state.diag_v
-        if diagnose is not None:
-            diag_v = _record_diagnostics(
-                recs, diagnose, thetas_gd, diag_at[state.index + 1 : state.index + 1 + nvalid],
-                lr, max(orders), diag_v,
-            )
-        recs["_wall"] = time.perf_counter() - tic
-        # Divergence: keep what is valid, then stop with a clear message.
-        bad = ~(np.abs(loss_gd) <= loss_limit)  # NaN, inf, or a blow-up past loss_limit
-        if bad.any():
-            first = int(np.argmax(bad))
-            if first > 0:
-                yield _slice_records(recs, first), state
-            what = "not finite" if not np.isfinite(loss_gd[first]) else (
-                f"{loss_gd[first]:.3g}, over {DIVERGENCE_FACTOR:.0e}× its initial value"
-            )
-            raise DivergenceError(
-                f"gradient descent diverged: the loss is {what} at step "
-                f"{int(recs['step'][first])} with learning rate {lr:g}. Lower the learning rate "
-                "(GD is stable only for lr·λ_max < 2, and the EoM is accurate for lr·λ_max well "
-                "below 1). Results up to the previous recorded step are kept."
-            )
-        state = CompareState(
-            index=state.index + nvalid,
-            chunk=ci + 1,
-            theta_gd=jax.tree.map(lambda x: x[nvalid - 1], thetas_gd),
-            theta=tuple(new_theta),
-            dt0=new_dt0,
-            ehat=ehat_end,
-            bound=np.asarray(bound_end),
-            solver_error=solver_err,
-            solver_rate=solver_rate,
-            solver_peak=solver_peak,
-            diag_v=diag_v,
-        )
-        yield recs, state
+    if optimizer is None:
+        optimizer = GD(float(weight_decay), method)
+    solver_opts = SolverOptions(solver, rtol, atol, method, verify_every, max_steps, tighten)
+    rec = RecordOptions(record_every, keep_params, local, predict, solve, diagnose_every,
+                        chunk_size)
+    yield from run_chunks(loss, params0, lr, num_steps, orders, optimizer, solver_opts, rec,
+                          state)
 
 
-@jax.jit
-def _deviation(a, b):
-    """‖a_i − b_i‖ for each point i along the leading axis."""
-    return jax.vmap(lambda x, y: tree_norm(tree_sub(x, y)))(a, b)
+def run_chunks(loss, params0, lr, num_steps, orders, optimizer: Optimizer,
+               solver_opts: SolverOptions, rec: RecordOptions,
+               state: CompareState | None = None) -> Iterator[tuple[dict, CompareState]]:
+    """`compare_chunks` with its options as objects."""
+    run = _setup(loss, params0, lr, num_steps, orders, optimizer, solver_opts, rec)
+    state = _initial_state(run) if state is None else _fill_state(run, state)
+    while state.chunk < len(run.parts):
+        recs, state, error = chunk_step(run, state)
+        if recs and len(recs["step"]):
+            yield recs, state
+        if error is not None:
+            raise error
+
+
+def _fill_state(run: _Run, state: CompareState) -> CompareState:
+    """A state saved before `work`/`tol_scale` existed resumes with their defaults."""
+    m = len(run.models)
+    if state.work is None:
+        state.work = np.zeros(m, dtype=np.int64)
+    if state.tol_scale is None:
+        state.tol_scale = np.ones(m)
+    return state
 
 
 def _diagnosis_mask(grid: np.ndarray, every: int | None) -> np.ndarray:
@@ -541,11 +768,14 @@ def _diagnosis_mask(grid: np.ndarray, every: int | None) -> np.ndarray:
     return mask
 
 
-@functools.cache
-def _diagnose_fn(loss, order, weight_decay, method):
+@loss_cache
+def _diagnose_fn(loss, optimizer, order):
     from ..analysis import diagnostics_fn
 
-    return jax.jit(diagnostics_fn(loss, order, weight_decay=weight_decay, method=method))
+    wd = float(getattr(optimizer, "weight_decay", 0.0))
+    method = getattr(optimizer, "method", "auto")
+    return jax.jit(diagnostics_fn(optimizer.full_loss(loss), order, weight_decay=wd,
+                                  method=method))
 
 
 def _record_diagnostics(recs, diagnose, thetas_gd, mask, lr, order, v):
@@ -568,43 +798,9 @@ def _record_diagnostics(recs, diagnose, thetas_gd, mask, lr, order, v):
     return v
 
 
-def _slice_records(recs: dict, n: int) -> dict:
-    out = {}
-    for k, v in recs.items():
-        if k == "_wall":
-            out[k] = v
-        elif k.startswith("_params"):
-            out[k] = jax.tree.map(lambda x: x[:n], v)
-        else:
-            out[k] = v[:n]
-    return out
-
-
-def _resolve_tol(rtol, atol, loss, params0, lr, orders, weight_decay, method):
-    auto = None
-    if rtol is None or atol is None:
-        auto = auto_tolerance(loss, params0, lr, orders, weight_decay, method)
-
-    def pick(given, name):
-        if given is None:
-            return dict(auto)
-        if isinstance(given, dict):
-            missing = [n for n in orders if n not in given]
-            if missing:
-                raise EomError(f"{name} has no entry for orders {missing}; give one per order.")
-            return {n: float(given[n]) for n in orders}
-        return {n: float(given) for n in orders}
-
-    r, a = pick(rtol, "rtol"), pick(atol, "atol")
-    for n in orders:
-        if not (r[n] > 0 and a[n] > 0):
-            raise EomError(f"rtol and atol must be positive, got {r[n]}, {a[n]} for order {n}.")
-    return r, a
-
-
 def assemble(
     records: list[dict], *, lr, weight_decay, num_steps, orders, rtol, atol, leaf_names,
-    predict, local, solve, keep_params,
+    predict, local, solve, keep_params, optimizer: str = "gd",
 ) -> Comparison:
     """Concatenate chunk records into a `Comparison`."""
 
@@ -649,6 +845,7 @@ def assemble(
         params=params,
         diagnostics=_diagnostic_columns(records),
         wall_time={"total": float(sum(r["_wall"] for r in records))},
+        optimizer=optimizer,
     )
 
 
@@ -667,6 +864,7 @@ def compare(
     num_steps: int,
     orders: tuple[int, ...] = (0, 1, 2),
     *,
+    optimizer: Optimizer | None = None,
     weight_decay: float = 0.0,
     record_every: int = 1,
     rtol: float | dict | None = None,
@@ -679,47 +877,63 @@ def compare(
     verify_every: int = 8,
     solver: diffrax.AbstractAdaptiveSolver | None = None,
     method: str = "auto",
+    max_steps: int | None = None,
+    tighten: bool = True,
 ) -> Comparison:
-    r"""Run GD and the order-$N$ EoM for each $N$ in `orders` in lockstep and measure the error.
+    r"""Run a discrete optimizer and its continuous models in lockstep and measure the error.
+
+    For GD (the default) the models are gradient flow ($N = 0$) and the order-$N$ EoM
+    $\dot\theta = -\nabla L_\lambda - \sum_{k\le N}\eta^k\xi_k$, and the recorded error is
+    $e^{(N)}_k = \lVert\theta^{(N)}(k\eta) - \theta_k\rVert$.
 
     **Arguments:**
 
-    - `loss`, `params0`: scalar loss over a pytree and the common start $\theta_0$.
-    - `lr`, `num_steps`: the learning rate $\eta$ and number of GD steps.
-    - `orders`: EoM truncation orders (0 = gradient flow).
-    - `weight_decay`: coupled λ (GD and the EoM on $L_\lambda$).
+    - `loss`, `params0`: the loss the optimizer consumes and the common start $\theta_0$.
+    - `lr`, `num_steps`: the learning rate $\eta$ and number of discrete steps.
+    - `orders`: model truncation orders (0 = gradient flow).
+    - `optimizer`: an `eom.engine.Optimizer` (None: `GD(weight_decay, method)`).
+    - `weight_decay`: coupled λ of the default GD (ignored when `optimizer` is given).
     - `record_every`: record every this many steps (the last step is always recorded).
-    - `rtol`, `atol`: solver tolerances (a float, or a dict per order); default: chosen per order
-      from the expected local error (see `auto_tolerance`).
+    - `rtol`, `atol`: solver tolerances (a float, or a dict per order / label); default: chosen
+      per order from the expected local error (see `auto_tolerance`), then tightened as the
+      measured error falls (`tighten`).
     - `keep_params`: also return the parameters at recorded steps (memory O(recorded × params)).
-    - `local`: also measure the one-step error $\lVert\Phi^{(N)}_\eta(\theta_k)-\theta_{k+1}\rVert$.
-    - `predict`: also run the prediction $\hat e$ of THEORY.md §3 and its bound.
+    - `local`: also measure the one-step error $\lVert\Phi^{(N)}_\eta(\theta_k)-\theta_{k+1}\rVert$
+      (GD only).
+    - `predict`: also run the prediction $\hat e$ of THEORY.md §3 and its bound (GD only).
     - `diagnose_every`: every this many steps record ηλ_max (warm-started Lanczos), the term
       ratios $r_k = \eta\lVert\xi_{k+1}\rVert/\lVert\xi_k\rVert$ and the regime label
       (`eom.analysis`); `None` switches diagnostics off.
     - `verify_every`: re-solve every this many chunks at 100× tighter tolerance (solver error).
+    - `max_steps`: a fixed solver-step budget per chunk (None: derived from the previous chunk).
 
-    **Returns:** a `Comparison`. Raises `DivergenceError` if GD's loss becomes non-finite.
+    **Returns:** a `Comparison`. Raises `DivergenceError` if the discrete loss becomes
+    non-finite or blows up, and `EomError` if a model is too stiff to solve within its budget.
+
+    >>> import jax.numpy as jnp, eom
+    >>> c = eom.measure.compare(lambda p: 0.5 * jnp.sum(p**2), jnp.ones(2), 0.1, 8, (0, 1))
+    >>> bool(c.error[1][-1] < c.error[0][-1])
+    True
     """
-    orders = tuple(int(n) for n in orders) if not isinstance(orders, int) else (int(orders),)
-    if not orders:
-        raise EomError("orders is empty; pass e.g. orders=(0, 1, 2) (0 = gradient flow).")
-    check_loss(loss, params0)
-    lr = check_lr(lr)
-    tol = _resolve_tol(rtol, atol, loss, params0, lr, orders, float(weight_decay), method)
+    if optimizer is None:
+        optimizer = GD(float(weight_decay), method)
+    orders = _check_orders(orders)
+    solver_opts = SolverOptions(solver, rtol, atol, method, verify_every, max_steps, tighten)
+    rec = RecordOptions(record_every, keep_params, local, predict, solve, diagnose_every)
     records = [
-        recs
-        for recs, _ in compare_chunks(
-            loss, params0, lr, num_steps, orders, weight_decay=weight_decay,
-            record_every=record_every, rtol=tol[0], atol=tol[1], local=local, predict=predict,
-            solve=solve, keep_params=keep_params, diagnose_every=diagnose_every,
-            verify_every=verify_every, solver=solver, method=method,
-        )
+        recs for recs, _ in run_chunks(loss, params0, lr, num_steps, orders, optimizer,
+                                       solver_opts, rec)
     ]
-    return assemble(
-        records, lr=float(lr), weight_decay=float(weight_decay), num_steps=int(num_steps),
-        orders=orders, rtol=tol[0], atol=tol[1], leaf_names=leaf_paths(params0),
-        predict=predict, local=local, solve=solve, keep_params=keep_params,
+    models = optimizer.models(loss, check_lr(lr), orders)
+    keys = tuple(_key(m) for m in models)
+    r, a = resolve_tolerances(
+        rtol, atol, keys, tuple(m.order for m in models),
+        lambda: optimizer_tolerance(loss, optimizer, params0, check_lr(lr),
+                                    tuple(m.order for m in models)),
     )
-
-
+    return assemble(
+        records, lr=float(lr), weight_decay=float(getattr(optimizer, "weight_decay", 0.0)),
+        num_steps=int(num_steps), orders=keys, rtol=r, atol=a,
+        leaf_names=leaf_paths(params0), predict=predict, local=local, solve=solve,
+        keep_params=keep_params, optimizer=optimizer.name,
+    )

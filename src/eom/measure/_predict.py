@@ -11,8 +11,9 @@ $\lVert I - \eta H\rVert \le 1$, is the accumulated local error
 
 $$\lVert e_k\rVert \le b_k = \sum_{j<k} \eta^{N+2}\lVert\xi_{N+1}(\theta_j)\rVert .$$
 
-`gd_prediction_step` is the single place where this recursion is written; `eom.compare` runs it
-in lockstep with GD and `predicted_error` runs it alone.
+`gd_prediction_step` is the single place where this recursion is written; `predict_chunk_fn`
+runs it over a chunk of recorded steps, in lockstep with GD inside `eom.compare` and alone in
+`predicted_error` (which does not call `compare`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
-from .._tree import tree_norm
+from .._tree import tree_norm, tree_zeros_like
+from ..engine import check_loss, check_lr, check_order, grad_and_terms_fn, regularized, save_grid
+from ..engine._cache import loss_cache
+from ..engine._trajectory import chunks
 
 
 def gd_prediction_step(
@@ -60,6 +65,29 @@ def gd_prediction_step(
     return theta, ehat, bound
 
 
+@loss_cache
+def predict_chunk_fn(loss, orders, weight_decay, method):
+    """`run(theta, ehat, bound, lr, counts) -> ((θ, ê, b) at the end, (θ_k, ‖ê_k‖, b_k) stacked)`
+    over the recorded steps of one chunk (`counts` GD steps between recorded points)."""
+    loss_wd = regularized(loss, weight_decay)
+    grad_wd = jax.grad(loss_wd)
+    terms_fn = grad_and_terms_fn(loss_wd, max(orders) + 1, method=method)
+
+    @jax.jit
+    def run(theta, ehat, bound, lr, counts):
+        def record(carry, n):
+            carry = jax.lax.fori_loop(
+                0, n, lambda _, c: gd_prediction_step(grad_wd, terms_fn, orders, *c, lr), carry
+            )
+            theta, ehat, bound = carry
+            norms = jnp.stack([tree_norm(e) for e in ehat])
+            return carry, (theta, norms, bound)
+
+        return jax.lax.scan(record, (theta, ehat, bound), counts)
+
+    return run
+
+
 @dataclass(frozen=True)
 class PredictedError:
     r"""Predicted global error of the order-`order` EoM along a GD run.
@@ -90,10 +118,20 @@ def predicted_error(
     one $\xi_{N+1}$ per step), recording $\lVert\hat e_k\rVert$ and the bound every `record_every`
     steps. Use `eom.compare(..., predict=True)` to get it next to the measured error.
     """
-    from ._compare import compare
-
-    c = compare(
-        loss, params0, lr, num_steps, orders=(order,), weight_decay=weight_decay,
-        record_every=record_every, predict=True, solve=False,
+    check_loss(loss, params0)
+    lr = check_lr(lr)
+    order = check_order(order)
+    check_order(order + 1)
+    run = predict_chunk_fn(loss, (order,), float(weight_decay), "auto")
+    grid = save_grid(num_steps, record_every)
+    carry = (params0, (tree_zeros_like(params0),), jnp.zeros(1))
+    prev, norms, bounds = 0, [np.zeros(1)], [np.zeros(1)]
+    for part, n in chunks(grid):
+        counts = jnp.asarray(np.diff(np.concatenate([[prev], part])))
+        carry, (_, e, b) = run(*carry, lr, counts)
+        norms.append(np.asarray(e)[:n, 0])
+        bounds.append(np.asarray(b)[:n, 0])
+        prev = part[n - 1]
+    return PredictedError(
+        order, float(lr), grid[1:], np.concatenate(norms)[1:], np.concatenate(bounds)[1:]
     )
-    return PredictedError(order, float(lr), c.steps, c.predicted[order], c.bound[order])
