@@ -594,19 +594,16 @@ def _model_records(run, state, disc, solved, nvalid, steps, recs) -> tuple[np.nd
         serr = solver_err[i] + own
         mask = (steps % model.every) != 0 if model.every > 1 else None
         cols = {
-            "loss": np.asarray(losses[i])[:nvalid], "error": err,
+            "loss": np.array(losses[i])[:nvalid], "error": err,
             "relative_error": _ratio(err, disp), "solver_error": serr,
         }
         if mask is not None:
-            for v in cols.values():
-                v[mask] = np.nan
-            sq = sq.copy()
-            sq[mask] = np.nan
+            cols = {name: np.where(mask, np.nan, v) for name, v in cols.items()}
+            sq = np.where(mask[:, None], np.nan, sq)
         for name, v in cols.items():
             recs[f"{name}_{key}"] = v
-        recs[f"flagged_{key}"] = (~(err >= SOLVER_MARGIN * serr)).astype(int)
-        if mask is not None:
-            recs[f"flagged_{key}"][mask] = 0
+        flagged = ~(err >= SOLVER_MARGIN * serr)
+        recs[f"flagged_{key}"] = (flagged if mask is None else flagged & ~mask).astype(int)
         recs[f"_leaf_error_{key}"] = np.sqrt(sq)
         solver_err[i] = solver_err[i] + solved.solver_rate[i]
         if run.tighten[i] and i in solved.point_dev:
