@@ -3,7 +3,8 @@
 The toy optimizer alternates two quadratic "batches" L_b(θ) = ½(θ − c_b)ᵀA_b(θ − c_b), b = k mod 2:
 θ_{k+1} = θ_k − η A_b(θ_k − c_b). Its switching gradient flow θ̇ = −A_b(θ − c_b) (b the step's
 batch, restarted at every step boundary) has the closed form
-θ((k+1)η) = c_b + e^{−ηA_b}(θ(kη) − c_b), so the measured error of that model is known exactly. The order-1 switching EoM adds
+θ((k+1)η) = c_b + e^{−ηA_b}(θ(kη) − c_b), so the measured error of that model is known exactly.
+The order-1 switching EoM adds
 −η ξ_1^b = −(η/2) A_b²(θ − c_b) (ξ_1 = ½Hg of the step's batch): its local error per step is
 O(η³) instead of O(η²), so its global error is smaller by about a factor η.
 """
