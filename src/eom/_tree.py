@@ -51,7 +51,7 @@ def tree_size(a: PyTree) -> int:
 
 
 def check_params(params: PyTree, name: str = "params") -> None:
-    """Raise a ValueError unless every leaf is a floating-point array."""
+    """Raise `EomError` unless every leaf is a floating-point array."""
     leaves = jax.tree.leaves(params)
     if not leaves:
         raise EomError(f"`{name}` has no array leaves; pass a pytree of float arrays.")
@@ -63,6 +63,27 @@ def check_params(params: PyTree, name: str = "params") -> None:
                 f"`{name}{where}` has dtype {dtype}; every leaf must be a float array "
                 "(cast it with jnp.asarray(x, jnp.float64), or close over non-float data "
                 "inside the loss instead of passing it as a parameter)."
+            )
+
+
+def check_precision(params: PyTree, name: str = "params") -> None:
+    """Raise `EomError` if a leaf is below float64 while JAX's x64 mode is on: float32
+    parameters (Flax's and Equinox's default) would silently cap every measured error near
+    1e-7."""
+    if not jax.config.jax_enable_x64:
+        return
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is not None and jnp.issubdtype(dtype, jnp.floating) and (
+            jnp.finfo(dtype).bits < 64
+        ):
+            where = jax.tree_util.keystr(path) or "<root>"
+            raise EomError(
+                f"`{name}{where}` is {jnp.dtype(dtype).name} while float64 is on: the counter "
+                "terms and measured errors would be accurate to ~1e-7 only. Create the "
+                "parameters in float64 (e.g. `param_dtype=jnp.float64` in Flax, or "
+                "`dtype=jnp.float64`) or cast them: "
+                "`params = jax.tree.map(lambda x: x.astype(jnp.float64), params)`."
             )
 
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jaxtyping import PyTree
 
 from .._errors import EomError
-from .._tree import check_params, tree_add, tree_scale
+from .._tree import check_params, check_precision, tree_add, tree_scale
 from ._cache import loss_cache
 from ._modified import check_order, modified_field_terms
 
@@ -43,8 +43,10 @@ def regularized(loss: Loss, weight_decay: float = 0.0) -> Loss:
 
 
 def check_loss(loss: Loss, params: PyTree) -> None:
-    """Raise a clear ValueError if `loss(params)` is not a real scalar."""
+    """Raise a clear `EomError` if `loss(params)` is not a real scalar, or `params` are not
+    float64 arrays while JAX's x64 mode is on."""
     check_params(params)
+    check_precision(params)
     if not callable(loss):
         raise EomError(
             f"loss must be a callable loss(params) -> scalar, got {type(loss).__name__}."

@@ -13,6 +13,7 @@ analyses reuse them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -83,6 +84,30 @@ def ode_advance(
     )
 
 
+class DetachedField(eqx.Module):
+    """A field traced to a jaxpr whose constants (the data a loss closes over) are pytree leaves.
+
+    diffrax's solve, called inside `jax.jit`, keeps the term's function alive in JAX's global
+    caches (jax-ml/jax#16226): a closure over a dataset would leak that dataset for the life of
+    the process. Handing diffrax this module instead, the data are ordinary (dynamic) arguments
+    and only the small jaxpr is retained.
+    """
+
+    jaxpr: Any = eqx.field(static=True)
+    out_tree: Any = eqx.field(static=True)
+    consts: list
+
+    def __call__(self, t, y, args):
+        out = jax.core.eval_jaxpr(self.jaxpr, self.consts, *jax.tree.leaves((t, y, args)))
+        return jax.tree.unflatten(self.out_tree, out)
+
+
+def detach(field: Callable, t, y, args) -> DetachedField:
+    """`field(t, y, args)` as a `DetachedField` (traced at these example arguments)."""
+    closed, shape = jax.make_jaxpr(field, return_shape=True)(t, y, args)
+    return DetachedField(closed.jaxpr, jax.tree.structure(shape), list(closed.consts))
+
+
 def solve_at(
     field: Callable, y0: PyTree, t0, ts, lr, *, solver, rtol, atol, dt0, max_steps: int
 ):
@@ -90,8 +115,9 @@ def solve_at(
 
     Returns `(ys, result, steps taken)`; never raises (`throw=False`): callers read `result`.
     """
+    t_example = jnp.asarray(t0, dtype=jnp.result_type(float))
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field),
+        diffrax.ODETerm(detach(field, t_example, y0, lr)),
         solver,
         t0=t0,
         t1=ts[-1],

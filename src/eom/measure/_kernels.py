@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from .._tree import tree_dot, tree_norm, tree_scale, tree_sub
 from ..engine._cache import loss_cache
 from ..engine._optimizer import STEP_MARGIN
-from ..engine._trajectory import solve_at, solve_status
+from ..engine._trajectory import detach, solve_at, solve_status
 
 
 @loss_cache
@@ -75,8 +75,9 @@ def stepwise_chunk_fn(loss, field, solver, max_steps):
         y, dt, status, total = carry
         t0 = k * lr
         hi = t0 + lr * (1.0 - STEP_MARGIN)
+        term = detach(lambda t, y_, a: field(jnp.clip(t, t0, hi), y_, a), t0, y, lr)
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(lambda t, y_, a: field(jnp.clip(t, t0, hi), y_, a)),
+            diffrax.ODETerm(term),
             solver, t0=t0, t1=t0 + lr, dt0=jnp.minimum(dt, lr), y0=y, args=lr,
             saveat=diffrax.SaveAt(t1=True),
             stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
