@@ -36,19 +36,31 @@ def _data_loss(seed: int, rows: int):
     return loss, X
 
 
+def _compare_on_fresh_loss():
+    # in a helper, so that no frame of the test itself ever holds the loss (pytest may keep a
+    # snapshot of a test frame's locals)
+    loss, X = _data_loss(0, 10)
+    c = compare(loss, jnp.ones(2), 0.1, 3, (0,))
+    assert c.error[0].shape == (3,)
+    return weakref.ref(loss), weakref.ref(X)
+
+
 def test_loss_and_its_data_are_freed_after_compare():
     """One full compare (GD chunks, an ODE solve, tolerance, metrics) on a fresh closure; after
     MAX_LOSSES other losses have been used, neither the loss nor its array is alive. Fails on
     a `functools.cache` keyed on the loss (never freed) and on handing diffrax the closure."""
-    loss, X = _data_loss(0, 10)
-    refs = weakref.ref(loss), weakref.ref(X)
-    c = compare(loss, jnp.ones(2), 0.1, 3, (0,))
-    assert c.error[0].shape == (3,)
-    del loss, X, c
+    refs = _compare_on_fresh_loss()
     for i in range(MAX_LOSSES):  # other losses push it out of the cache (no compile needed)
         eom_field(lambda p, i=i: jnp.sum(p) * i, 0)
     gc.collect()
     assert refs[0]() is None and refs[1]() is None
+
+
+def _run_on_fresh_data(seed, p0):
+    loss, X = _data_loss(seed, 2_500)
+    assert X.nbytes == 20_000_000
+    gradient_descent(loss, p0, 0.1, 3)
+    compare(loss, p0, 0.1, 2, (0,), rtol=1e-8, atol=1e-8, solve=False)
 
 
 @pytest.mark.slow
@@ -60,11 +72,7 @@ def test_fifty_losses_over_20mb_each_keep_memory_bounded():
     p0 = jnp.ones(2)
     rss = []
     for i in range(50):
-        loss, X = _data_loss(i, 2_500)
-        assert X.nbytes == 20_000_000
-        gradient_descent(loss, p0, 0.1, 3)
-        compare(loss, p0, 0.1, 2, (0,), rtol=1e-8, atol=1e-8, solve=False)
-        del loss, X
+        _run_on_fresh_data(i, p0)
         gc.collect()
         rss.append(_rss_mb())
     growth = rss[-1] - rss[MAX_LOSSES + 1]

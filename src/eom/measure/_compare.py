@@ -86,6 +86,8 @@ FLAG_REASON = (
     "point, so it may be solver error rather than discretization error; tighten rtol/atol (or "
     "let the automatic tolerance tighten over more chunks) to measure it"
 )
+#: A model whose error is within this factor of being flagged gets its next chunk verified.
+RISK = 10.0
 #: Smallest step budget of one step-wise (restarted) solve.
 STEP_BUDGET_FLOOR = 256
 
@@ -232,6 +234,7 @@ class CompareState:
     opt_state: PyTree = ()  # the optimizer's own state (GD: none)
     work: np.ndarray | None = None  # solver steps each model's previous chunk took (budgets)
     tol_scale: np.ndarray | None = None  # tightening factor of each model's tolerance (≤ 1)
+    last_error: np.ndarray | None = None  # each model's error at the last recorded point
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat float64 arrays (np.savez-able without pickle)."""
@@ -257,6 +260,8 @@ class CompareState:
             out["work"] = np.asarray(self.work)
         if self.tol_scale is not None:
             out["tol_scale"] = np.asarray(self.tol_scale)
+        if self.last_error is not None:
+            out["last_error"] = np.asarray(self.last_error)
         return out
 
     @classmethod
@@ -284,6 +289,7 @@ class CompareState:
             opt_state=saved_opt,
             work=np.asarray(arrays["work"]) if "work" in arrays else None,
             tol_scale=np.asarray(arrays["tol_scale"]) if "tol_scale" in arrays else None,
+            last_error=np.asarray(arrays["last_error"]) if "last_error" in arrays else None,
         )
 
 
@@ -300,7 +306,9 @@ class SolverOptions:
     - `method`: counter-term method of GD's fields (`"auto"`, `"reference"`, `"bseries"`).
     - `verify_every`: re-solve every this many chunks at 100× tighter tolerance.
     - `max_steps`: a fixed step budget per solve (None: derived from the previous chunk).
-    - `tighten`: tighten the automatic tolerance as the measured error falls.
+    - `tighten`: tighten the tolerance as the measured error falls (None: only automatic
+      tolerances, i.e. rtol and atol both None; True: also given ones, e.g. a stored auto
+      tolerance on resume; False: never).
     """
 
     solver: Any = None
@@ -309,7 +317,7 @@ class SolverOptions:
     method: str = "auto"
     verify_every: int = 8
     max_steps: int | None = None
-    tighten: bool = True
+    tighten: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -403,7 +411,9 @@ def _setup(loss, params0, lr, num_steps, orders, optimizer, solver_opts, rec) ->
         starts=tuple(optimizer.start(loss, params0, lr, m) for m in models), lr=lr, grid=grid,
         parts=list(chunks(grid, rec.chunk_size)),
         rtols=np.array([r[k] for k in keys]), atols=np.array([a[k] for k in keys]),
-        tighten=np.full(len(models), solver_opts.tighten and auto_r and auto_a),
+        tighten=np.full(len(models), bool(
+            solver_opts.tighten if solver_opts.tighten is not None else auto_r and auto_a
+        )),
         loss_limit=DIVERGENCE_FACTOR * (abs(loss0) + 1.0),
         diag_at=_diagnosis_mask(grid, rec.diagnose_every),
         solver=default_solver() if solver_opts.solver is None else solver_opts.solver,
@@ -538,7 +548,7 @@ def _solve_models(run: _Run, state: CompareState, ci, part, nvalid) -> _Solved:
     m = len(run.models)
     out = _Solved([], list(state.theta), state.dt0.copy(), state.work.copy(), {},
                   state.solver_rate.copy(), state.solver_peak.copy())
-    verify = ci % max(int(run.solver_opts.verify_every), 1) == 0
+    scheduled = ci % max(int(run.solver_opts.verify_every), 1) == 0
     t0 = int(run.grid[state.index]) * run.lr
     for i in range(m):
         budget = _budget(run, state, i)
@@ -554,9 +564,19 @@ def _solve_models(run: _Run, state: CompareState, ci, part, nvalid) -> _Solved:
             out.dt0[i] = run.lr * max(1, round(span / run.lr)) / max(nst, 1)
         elif span > 0:
             out.dt0[i] = span / max(nst, 1)
-        if verify:
+        if scheduled or _at_risk(run, state, i):
             _verify(run, state, i, part, nvalid, y, budget, out)
     return out
+
+
+def _at_risk(run: _Run, state: CompareState, i: int) -> bool:
+    """Is model i's last measured error within `RISK`× the flag margin of its solver error?
+    (Then its next chunk is verified, so that its solver error is measured, not extrapolated,
+    and — with automatic tolerances — its tolerance can be tightened.)"""
+    if state.last_error is None or not run.tighten[i]:
+        return False
+    carried = state.solver_error[i] + state.solver_peak[i]
+    return not state.last_error[i] >= RISK * SOLVER_MARGIN * carried
 
 
 def _verify(run, state, i, part, nvalid, y, budget, out: _Solved) -> None:
@@ -571,15 +591,16 @@ def _verify(run, state, i, part, nvalid, y, budget, out: _Solved) -> None:
         out.solver_rate[i] = out.solver_peak[i] = math.inf
 
 
-def _model_records(run, state, disc, solved, nvalid, steps, recs) -> tuple[np.ndarray, np.ndarray]:
+def _model_records(run, state, disc, solved, nvalid, steps, recs) -> tuple:
     """Error, loss, solver-error and flag columns of every model; returns the solver error
-    carried into the next chunk and the next tolerance scales."""
+    carried into the next chunk, the next tolerance scales and the last measured errors."""
     disp, losses, leaf = K.metrics_fn(run.loss, run.optimizer, len(run.models))(
         disc.thetas, solved.ys, run.params0
     )
     disp = np.asarray(disp)[:nvalid]
     solver_err = state.solver_error.copy()
     scales = state.tol_scale.copy()
+    last = np.full(len(run.models), np.nan) if state.last_error is None else state.last_error.copy()
     for i, (model, key) in enumerate(zip(run.models, run.keys, strict=True)):
         sq = np.asarray(leaf[i])[:nvalid]
         err = np.sqrt(np.sum(sq, axis=1))
@@ -607,9 +628,14 @@ def _model_records(run, state, disc, solved, nvalid, steps, recs) -> tuple[np.nd
         recs[f"_leaf_error_{key}"] = np.sqrt(sq)
         solver_err[i] = solver_err[i] + solved.solver_rate[i]
         if run.tighten[i] and i in solved.point_dev:
-            measured = float(np.nanmin(err)) if np.isfinite(err).any() else math.nan
-            scales[i] = tightened(scales[i], run.rtols[i], solved.solver_peak[i], measured)
-    return solver_err, scales
+            scales[i] = tightened(scales[i], run.rtols[i], solved.solver_peak[i], _last(err))
+        last[i] = _last(err)
+    return solver_err, scales, last
+
+
+def _last(err: np.ndarray) -> float:
+    finite = err[np.isfinite(err)]
+    return float(finite[-1]) if finite.size else math.nan
 
 
 def _ratio(err, disp):
@@ -663,9 +689,9 @@ def chunk_step(run: _Run, state: CompareState) -> tuple[dict, CompareState, Exce
     steps = part[:nvalid].copy()
     recs: dict = {"step": steps, "time": steps * run.lr, "loss_gd": disc.losses[:nvalid]}
     solved = _solve_models(run, state, ci, part, nvalid) if run.rec.solve else None
-    solver_err, scales = state.solver_error, state.tol_scale
+    solver_err, scales, last = state.solver_error, state.tol_scale, state.last_error
     if solved is not None:
-        solver_err, scales = _model_records(run, state, disc, solved, nvalid, steps, recs)
+        solver_err, scales, last = _model_records(run, state, disc, solved, nvalid, steps, recs)
     diag_v = _extra_records(run, state, disc, solved, nvalid, recs)
     recs["_wall"] = time.perf_counter() - tic
     new = CompareState(
@@ -677,7 +703,7 @@ def chunk_step(run: _Run, state: CompareState) -> tuple[dict, CompareState, Exce
         solver_rate=solved.solver_rate if solved else state.solver_rate,
         solver_peak=solved.solver_peak if solved else state.solver_peak,
         diag_v=diag_v, opt_state=disc.opt_state,
-        work=solved.work if solved else state.work, tol_scale=scales,
+        work=solved.work if solved else state.work, tol_scale=scales, last_error=last,
     )
     return recs, new, error
 
@@ -708,15 +734,15 @@ def compare_chunks(
     method: str = "auto",
     max_steps: int | None = None,
     chunk_size: int = CHUNK,
-    tighten: bool = True,
+    tighten: bool | None = None,
     state: CompareState | None = None,
 ) -> Iterator[tuple[dict, CompareState]]:
     """The engine of `compare`: yields `(records, state)` after every chunk of recorded steps.
 
     `records` maps column names to arrays over the chunk's recorded steps (the schema of
     `Comparison.columns()`, plus `_params_*` pytrees when `keep_params`). Pass a saved `state`
-    to resume; the continuation is bit-identical to an uninterrupted run. `tighten` applies
-    only to automatic tolerances (rtol and atol both None).
+    to resume; the continuation is bit-identical to an uninterrupted run. `tighten` as in
+    `SolverOptions` (None: tighten automatic tolerances only).
     """
     if optimizer is None:
         optimizer = GD(float(weight_decay), method)
@@ -875,7 +901,7 @@ def compare(
     solver: diffrax.AbstractAdaptiveSolver | None = None,
     method: str = "auto",
     max_steps: int | None = None,
-    tighten: bool = True,
+    tighten: bool | None = None,
 ) -> Comparison:
     r"""Run a discrete optimizer and its continuous models in lockstep and measure the error.
 
@@ -903,6 +929,8 @@ def compare(
       (`eom.analysis`); `None` switches diagnostics off.
     - `verify_every`: re-solve every this many chunks at 100× tighter tolerance (solver error).
     - `max_steps`: a fixed solver-step budget per chunk (None: derived from the previous chunk).
+    - `tighten`: tighten the tolerance chunk by chunk as the measured error falls, so that small
+      late errors stay measurements (None: for automatic tolerances only; see `SolverOptions`).
 
     **Returns:** a `Comparison`. Raises `DivergenceError` if the discrete loss becomes
     non-finite or blows up, and `EomError` if a model is too stiff to solve within its budget.

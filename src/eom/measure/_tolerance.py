@@ -8,10 +8,13 @@ step, clipped to [`TOL_FLOOR`, `TOL_CEIL`].
 
 **Tightening.** A recorded error counts as a measurement only if it is at least `SOLVER_MARGIN`
 times the estimated solver error. When the measured error falls (training converges, the error
-decays with it), a fixed tolerance leaves later points below that margin. So after every chunk
-whose own solver error was measured, the tolerance of the next chunks is scaled so that one
-chunk adds at most 1/`TIGHTEN_TARGET` of the chunk's smallest measured error (never looser than
-the initial tolerance, never below `TOL_FLOOR`, the float64 floor).
+decays with it), a fixed tolerance leaves later points below that margin. So once a model's
+last error comes within 10× of that margin, its next chunk is verified (re-solved 100× tighter,
+so its solver error is measured rather than extrapolated), and after every verified chunk its
+tolerance is scaled so that one chunk adds at most 1/`TIGHTEN_TARGET` of the last measured
+error (never looser than the initial tolerance, never below `TOL_FLOOR`, the float64 floor).
+Solver error already carried from earlier chunks is never reduced: a point is flagged whenever
+the honest estimate says so.
 """
 
 from __future__ import annotations
