@@ -73,6 +73,7 @@ from . import _kernels as K
 from ._predict import predict_chunk_fn
 from ._tolerance import (
     SOLVER_MARGIN,
+    TIGHTEN_TARGET,
     optimizer_tolerance,
     resolve_tolerances,
     tightened,
@@ -87,7 +88,9 @@ FLAG_REASON = (
     "let the automatic tolerance tighten over more chunks) to measure it"
 )
 #: A model whose error is within this factor of being flagged gets its next chunk verified.
-RISK = 10.0
+RISK = 100.0
+#: At most this many redos of a chunk at a finer tolerance when its points would be flagged.
+MAX_REDO = 2
 #: Smallest step budget of one step-wise (restarted) solve.
 STEP_BUDGET_FLOOR = 256
 
@@ -542,19 +545,29 @@ class _Solved:
     point_dev: dict
     solver_rate: np.ndarray
     solver_peak: np.ndarray
+    scale: np.ndarray  # tolerance scale each model's chunk was solved at
 
 
-def _solve_models(run: _Run, state: CompareState, ci, part, nvalid) -> _Solved:
+def _solve_models(run: _Run, state: CompareState, ci, part, nvalid, thetas) -> _Solved:
     m = len(run.models)
     out = _Solved([], list(state.theta), state.dt0.copy(), state.work.copy(), {},
-                  state.solver_rate.copy(), state.solver_peak.copy())
+                  state.solver_rate.copy(), state.solver_peak.copy(), state.tol_scale.copy())
     scheduled = ci % max(int(run.solver_opts.verify_every), 1) == 0
     t0 = int(run.grid[state.index]) * run.lr
     for i in range(m):
         budget = _budget(run, state, i)
-        y, status, nst = _solve_model(run, state, i, part, state.tol_scale[i], budget)
-        if int(status) != OK:
-            raise _solver_failure(run, state, i, part, nvalid, int(status), budget)
+        for attempt in range(MAX_REDO + 1):
+            y, status, nst = _solve_model(run, state, i, part, out.scale[i], budget)
+            if int(status) != OK:
+                raise _solver_failure(run, state, i, part, nvalid, int(status), budget)
+            if not (scheduled or attempt or _at_risk(run, state, i)):
+                break
+            if not _verify(run, state, i, part, nvalid, y, budget, out) or not run.tighten[i]:
+                break
+            finer = _finer_scale(run, state, i, part[:nvalid], y, thetas, out)
+            if finer is None:
+                break
+            out.scale[i] = finer  # redo this chunk at the finer tolerance
         out.ys.append(y)
         out.theta[i] = jax.tree.map(lambda x: x[nvalid - 1], y)
         nst = int(nst)
@@ -564,9 +577,27 @@ def _solve_models(run: _Run, state: CompareState, ci, part, nvalid) -> _Solved:
             out.dt0[i] = run.lr * max(1, round(span / run.lr)) / max(nst, 1)
         elif span > 0:
             out.dt0[i] = span / max(nst, 1)
-        if scheduled or _at_risk(run, state, i):
-            _verify(run, state, i, part, nvalid, y, budget, out)
     return out
+
+
+def _finer_scale(run, state, i, steps, y, thetas, out: _Solved) -> float | None:
+    """The tolerance scale at which to redo a verified chunk whose points would be flagged, or
+    None (nothing flagged; or the flags come from solver error carried in from earlier chunks,
+    which no redo can reduce; or the tolerance is at the float64 floor)."""
+    n = len(steps)
+    err = np.asarray(K.deviation(y, thetas))[:n]
+    keep = (steps % run.models[i].every) == 0
+    serr = state.solver_error[i] + out.point_dev[i]
+    flagged = keep & ~(err >= SOLVER_MARGIN * serr)
+    fixable = flagged & (err >= SOLVER_MARGIN * RISK * state.solver_error[i])
+    last = _last(np.where(keep, err, np.nan))
+    # what this chunk carries forward must stay small against the error of later chunks too
+    carries_too_much = out.solver_rate[i] * TIGHTEN_TARGET > last
+    if not (fixable.any() or carries_too_much):
+        return None
+    measured = min(float(err[fixable].min()), last) if fixable.any() else last
+    finer = tightened(out.scale[i], run.rtols[i], out.solver_peak[i], measured)
+    return finer if finer < out.scale[i] else None
 
 
 def _at_risk(run: _Run, state: CompareState, i: int) -> bool:
@@ -579,16 +610,19 @@ def _at_risk(run: _Run, state: CompareState, i: int) -> bool:
     return not state.last_error[i] >= RISK * SOLVER_MARGIN * carried
 
 
-def _verify(run, state, i, part, nvalid, y, budget, out: _Solved) -> None:
-    """Re-solve model i at a 100× tighter tolerance; record each point's deviation."""
-    y_tight, status, _ = _solve_model(run, state, i, part, state.tol_scale[i] / 100, 2 * budget)
-    if int(status) == OK:
-        dev = np.asarray(K.deviation(y, y_tight))[:nvalid]
-        out.point_dev[i] = np.maximum(dev, dev[-1])
-        out.solver_rate[i] = float(dev[-1])  # carried into later chunks
-        out.solver_peak[i] = float(dev.max())  # interpolated points can be worse
-    else:
+def _verify(run, state, i, part, nvalid, y, budget, out: _Solved) -> bool:
+    """Re-solve model i at a 100× tighter tolerance; record each point's deviation. Returns
+    whether the tighter solve succeeded."""
+    y_tight, status, _ = _solve_model(run, state, i, part, out.scale[i] / 100, 2 * budget)
+    if int(status) != OK:
         out.solver_rate[i] = out.solver_peak[i] = math.inf
+        out.point_dev.pop(i, None)
+        return False
+    dev = np.asarray(K.deviation(y, y_tight))[:nvalid]
+    out.point_dev[i] = np.maximum(dev, dev[-1])
+    out.solver_rate[i] = float(dev[-1])  # carried into later chunks
+    out.solver_peak[i] = float(dev.max())  # interpolated points can be worse
+    return True
 
 
 def _model_records(run, state, disc, solved, nvalid, steps, recs) -> tuple:
@@ -599,7 +633,7 @@ def _model_records(run, state, disc, solved, nvalid, steps, recs) -> tuple:
     )
     disp = np.asarray(disp)[:nvalid]
     solver_err = state.solver_error.copy()
-    scales = state.tol_scale.copy()
+    scales = solved.scale.copy()
     last = np.full(len(run.models), np.nan) if state.last_error is None else state.last_error.copy()
     for i, (model, key) in enumerate(zip(run.models, run.keys, strict=True)):
         sq = np.asarray(leaf[i])[:nvalid]
@@ -688,7 +722,7 @@ def chunk_step(run: _Run, state: CompareState) -> tuple[dict, CompareState, Exce
         part = np.concatenate([part[:nvalid], np.full(len(part) - nvalid, part[nvalid - 1])])
     steps = part[:nvalid].copy()
     recs: dict = {"step": steps, "time": steps * run.lr, "loss_gd": disc.losses[:nvalid]}
-    solved = _solve_models(run, state, ci, part, nvalid) if run.rec.solve else None
+    solved = _solve_models(run, state, ci, part, nvalid, disc.thetas) if run.rec.solve else None
     solver_err, scales, last = state.solver_error, state.tol_scale, state.last_error
     if solved is not None:
         solver_err, scales, last = _model_records(run, state, disc, solved, nvalid, steps, recs)

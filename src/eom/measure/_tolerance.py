@@ -9,7 +9,7 @@ step, clipped to [`TOL_FLOOR`, `TOL_CEIL`].
 **Tightening.** A recorded error counts as a measurement only if it is at least `SOLVER_MARGIN`
 times the estimated solver error. When the measured error falls (training converges, the error
 decays with it), a fixed tolerance leaves later points below that margin. So once a model's
-last error comes within 10× of that margin, its next chunk is verified (re-solved 100× tighter,
+last error comes within 100× of that margin, its next chunk is verified (re-solved 100× tighter,
 so its solver error is measured rather than extrapolated), and after every verified chunk its
 tolerance is scaled so that one chunk adds at most 1/`TIGHTEN_TARGET` of the last measured
 error (never looser than the initial tolerance, never below `TOL_FLOOR`, the float64 floor).
