@@ -505,7 +505,8 @@ def _solve_model(run, state, i, part, scale, budget):
     prev_step = int(run.grid[state.index])
     rtol, atol = run.rtols[i] * scale, run.atols[i] * scale
     if model.boundaries == "step":
-        fn = K.stepwise_chunk_fn(run.loss, model.field, run.solver, budget)
+        fn = K.stepwise_chunk_fn(run.loss, model.field, run.solver, budget,
+                                 getattr(model, "step_field", None))
         counts = jnp.asarray(np.diff(np.concatenate([[prev_step], part])))
         per_step_dt = float(state.dt0[i])
         return fn(state.theta[i], jnp.asarray(prev_step), counts, run.lr, per_step_dt, rtol, atol)

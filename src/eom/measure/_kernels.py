@@ -62,12 +62,14 @@ def smooth_chunk_fn(loss, field, solver, max_steps):
 
 
 @loss_cache
-def stepwise_chunk_fn(loss, field, solver, max_steps):
+def stepwise_chunk_fn(loss, field, solver, max_steps, step_field=None):
     r"""`run(y0, k0, counts, lr, dt0, rtol, atol) -> (ys, status, accepted steps)`.
 
     Step $k$ is its own solve on $[k\eta, (k+1)\eta]$ (restarted at every boundary, where the
     field switches); the field sees $t$ clamped into $[k\eta, (k+1-10^{-9})\eta]$ so that it
-    can tell the step from $t$ at every solver stage. `max_steps` is the budget of one step.
+    can tell the step from $t$ at every solver stage. A model that gives `step_field(k, y, lr)`
+    (the field of step $k$, e.g. SGD's `SwitchingModel`) is evaluated through it instead.
+    `max_steps` is the budget of one step.
     """
     del loss
 
@@ -75,7 +77,10 @@ def stepwise_chunk_fn(loss, field, solver, max_steps):
         y, dt, status, total = carry
         t0 = k * lr
         hi = t0 + lr * (1.0 - STEP_MARGIN)
-        term = detach(lambda t, y_, a: field(jnp.clip(t, t0, hi), y_, a), t0, y, lr)
+        if step_field is not None:
+            term = detach(lambda t, y_, a: step_field(k, y_, a), t0, y, lr)
+        else:
+            term = detach(lambda t, y_, a: field(jnp.clip(t, t0, hi), y_, a), t0, y, lr)
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(term),
             solver, t0=t0, t1=t0 + lr, dt0=jnp.minimum(dt, lr), y0=y, args=lr,
