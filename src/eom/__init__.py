@@ -5,6 +5,18 @@ by the EoM $\dot\theta = -\nabla L - \sum_k \eta^k\xi_k$: gradient flow plus cou
 
 Importing eom turns on JAX's float64 mode (`jax_enable_x64`): discretization errors of 1e-10 are
 invisible in float32. Set `EOM_NO_X64=1` before importing to keep JAX's default.
+
+Subpackages: `eom.engine` (counter terms, fields, trajectories), `eom.measure` (GD vs GF/EoM
+errors), `eom.analysis` (sharpness, regimes, closed forms), `eom.symmetry` (invariant groups),
+`eom.problems` (data and models), `eom.sharding` (data parallelism), `eom.tree` (pytree
+arithmetic); `eom.internal` holds building blocks with no stability promise.
+
+>>> import jax.numpy as jnp
+>>> import eom
+>>> loss = lambda p: 0.5 * jnp.sum(p**2)
+>>> gd = eom.gradient_descent(loss, jnp.ones(2), lr=0.1, num_steps=3)
+>>> [round(float(v), 4) for v in gd.params[-1]]  # (1 - η)^3 on L = ½|θ|²
+[0.729, 0.729]
 """
 
 import os as _os
@@ -14,7 +26,13 @@ import jax as _jax
 if not _os.environ.get("EOM_NO_X64"):
     _jax.config.update("jax_enable_x64", True)
 
-from . import analysis as analysis, problems as problems, symmetry as symmetry  # noqa: E402
+from . import (  # noqa: E402
+    analysis as analysis,
+    problems as problems,
+    sharding as sharding,
+    symmetry as symmetry,
+    tree as tree,
+)
 from ._errors import (  # noqa: E402
     DivergenceError as DivergenceError,
     EomError as EomError,
@@ -38,7 +56,6 @@ from .engine import (  # noqa: E402
     vector_field as vector_field,
 )
 from .measure import (  # noqa: E402
-    CompareState as CompareState,
     Comparison as Comparison,
     OrderSweep as OrderSweep,
     PredictedError as PredictedError,

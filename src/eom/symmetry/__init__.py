@@ -13,7 +13,7 @@ report = eom.symmetry.symmetry_report(problem.loss, groups, {"gd": gd, "gf": gf}
 ```
 """
 
-from .analysis._symmetry import (
+from ._detect import (
     KINDS as KINDS,
     Group as Group,
     detect as detect,
@@ -21,7 +21,7 @@ from .analysis._symmetry import (
     group_sums as group_sums,
     largest_groups as largest_groups,
 )
-from .analysis._symmetry_predict import (
+from ._predict import (
     MAX_SCALE_ORDER as MAX_SCALE_ORDER,
     GroupReport as GroupReport,
     GroupStats as GroupStats,
@@ -32,7 +32,7 @@ from .analysis._symmetry_predict import (
     gd_sq_norm_step as gd_sq_norm_step,
     gf_sq_norm as gf_sq_norm,
     group_stats as group_stats,
-    measure as measure,
+    measure_groups as measure_groups,
     measured_rates as measured_rates,
     predict as predict,
     predicted_rates as predicted_rates,

@@ -22,7 +22,7 @@ import pytest
 
 import eom.symmetry as S
 from eom import EomError
-from eom.analysis._symmetry import _bisect
+from eom.symmetry._detect import _bisect
 
 
 def _ce(logits, y):

@@ -1,5 +1,5 @@
 """Predictions for symmetric groups (THEORY.md §4–5) against the engine: GD steps, the EoM field,
-counter terms and integrated trajectories, on the tiny models of `test_symmetry`.
+counter terms and integrated trajectories, on the tiny models of `test_detect`.
 
 Tolerances: exact identities at 1e-12 relative (float64 rounding); ODE trajectories at 1e-8
 (`eom.integrate` runs Dopri8 at rtol 1e-10, atol 1e-12 over ~20 steps); slopes within 0.1 of the
@@ -18,7 +18,7 @@ import eom
 import eom.symmetry as S
 from eom import EomError, UnsupportedOrderError
 
-from .test_symmetry import BN_EXPECTED, _angle_problem, bn_detected
+from .test_detect import BN_EXPECTED, _angle_problem, bn_detected
 
 LR, WD, STEPS = 0.1, 0.3, 20
 
@@ -58,7 +58,7 @@ def test_gd_norm_recursion_is_exact(bn, wd):
     idx, _ = _of_kind(groups, "scale")
     gd = eom.gradient_descent(loss, p, LR, STEPS, weight_decay=wd)
     st = S.group_stats(loss, gd.params, groups, weight_decay=wd, hvp=False, stacked=True)
-    n = S.measure(gd, groups)[:, idx]
+    n = S.measure_groups(gd, groups)[:, idx]
     np.testing.assert_allclose(n, st.sq_norm[:, idx], rtol=1e-14)
     # ‖w_{k+1}‖² = (1 − ηλ)²‖w_k‖² + η²‖g_w(θ_k)‖², step by step.
     step = S.gd_sq_norm_step(n[:-1], st.grad_sq_norm[:-1, idx], LR, wd)
@@ -78,7 +78,7 @@ def test_gd_recursion_across_saved_gaps_is_second_order(bn):
     for m in (2, 4):
         gd = eom.gradient_descent(loss, p, LR, 16, weight_decay=WD, save_every=m)
         pred = S.predict(loss, gd, groups, LR, "gd", weight_decay=WD)
-        errs.append(np.max(np.abs(pred[-1, idx] / S.measure(gd, groups)[-1, idx] - 1)))
+        errs.append(np.max(np.abs(pred[-1, idx] / S.measure_groups(gd, groups)[-1, idx] - 1)))
     assert errs[0] < 1e-4 and 2.5 < errs[1] / errs[0] < 6  # ratio ≈ 4 for a second-order rule
 
 
@@ -170,7 +170,7 @@ def test_eom_rates_accumulated_along_the_gd_path_predict_gds_norm(bn, runs):
     idx, _ = _of_kind(groups, "scale")
     gd = runs["gd"]
     st = S.group_stats(loss, gd.params, groups, weight_decay=WD, stacked=True)
-    n = S.measure(gd, groups)[-1, idx]
+    n = S.measure_groups(gd, groups)[-1, idx]
     err = {
         name: np.max(
             np.abs(
@@ -230,7 +230,7 @@ def test_translation_counter_terms_are_a_quadratic_in_s(bn, terms):
 def test_translation_s_under_gd_gf_and_eom(bn, runs):
     loss, p, groups = bn
     idx, trans = _of_kind(groups, "translation")
-    s = {name: S.measure(tr, trans) for name, tr in runs.items()}
+    s = {name: S.measure_groups(tr, trans) for name, tr in runs.items()}
     gd = runs["gd"]
     s0 = s["gd"][0]
     # GD: s_k = (1 − ηλ)^k s_0 exactly; the full EoM series reproduces it at t = kη.

@@ -1,4 +1,4 @@
-"""Data-parallel losses (`eom.engine._sharding`): same numbers on 4 devices as on one.
+"""Data-parallel losses (`eom.sharding`): same numbers on 4 devices as on one.
 
 The 4-device run is a subprocess with `XLA_FLAGS=--xla_force_host_platform_device_count=4`
 (the flag must be set before JAX starts). It compares, for a data-parallel loss and the plain
@@ -28,17 +28,17 @@ import numpy as np
 import pytest
 
 import eom
+import eom.sharding as sh
 from eom._errors import EomError
-from eom.engine import _sharding as sh
 
-from ._helpers import rel_err
+from ..engine._helpers import rel_err
 
 SCRIPT = textwrap.dedent(
     """
     import json
     import jax, jax.numpy as jnp, numpy as np
     import eom
-    from eom.engine import _sharding as sh
+    import eom.sharding as sh
     jax.config.update("jax_enable_x64", True)
 
     rng = np.random.default_rng(0)

@@ -44,7 +44,7 @@ from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from .._errors import EomError, UnsupportedOrderError
 from ..engine import check_loss, check_lr, check_order, eom_field
-from ._symmetry import Group, group_dots, group_sums
+from ._detect import Group, group_dots, group_sums
 
 #: Highest order with a closed-form scale-group rate (THEORY.md §4 gives orders 1 and 2).
 MAX_SCALE_ORDER = 2
@@ -337,7 +337,7 @@ def _traj_parts(traj: Any, name: str) -> tuple[np.ndarray, np.ndarray, PyTree]:
     return np.asarray(traj.steps), np.asarray(traj.times, float), traj.params
 
 
-def measure(trajectory: Any, groups: Sequence[Group]) -> Float[np.ndarray, "n g"]:
+def measure_groups(trajectory: Any, groups: Sequence[Group]) -> Float[np.ndarray, "n g"]:
     r"""The measured coordinate of each group along a trajectory: $\lVert w\rVert^2$ for scale/null
     groups, $s = u\cdot\theta$ for translation directions (shape `(n_points, n_groups)`)."""
     groups = _check_groups(groups)
@@ -615,7 +615,7 @@ def symmetry_report(
         stats[p] = group_stats(
             loss, traj.params, groups, weight_decay=wd, hvp=o is not None and o >= 2, stacked=True
         )
-        measured[p] = measure(traj, groups)
+        measured[p] = measure_groups(traj, groups)
         predicted[p] = predict(loss, traj, groups, lr, p, weight_decay=wd, stats=stats[p])
     series = None
     if wd * lr < 1.0:
