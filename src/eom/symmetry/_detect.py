@@ -341,56 +341,107 @@ def detect(
     check_loss(loss, params)
     rtol, num_trials = _check_detect_args(rtol, num_trials)
     rng = np.random.default_rng(0) if key is None else _numpy_rng(key)
-    leaves, treedef = jax.tree.flatten(params)
-    paths = leaf_paths(params)
-
-    def f(ls):
-        return loss(jax.tree.unflatten(treedef, list(ls)))
-
-    cands = _candidates(paths, leaves)
+    cands = _candidates(leaf_paths(params), jax.tree.leaves(params))
     if not cands:
         return ()
-    grad_f = jax.grad(f)
+    probe = _Probe.build(loss, params, cands, num_trials, rng)
+    screen = _screen(probe, rtol)
+    scale_set, trans_set = _confirm(probe, screen, rtol, rng)
+    found = list(screen.null_groups)
+    found += [dataclasses.replace(cands[i], kind="scale") for i in sorted(scale_set)]
+    found += [dataclasses.replace(cands[i], kind="translation") for i in sorted(trans_set)]
+    return tuple(sorted(found, key=_sort_key))
 
-    # Only three compiled functions; every host-side norm is numpy (no eager jnp op compiles).
-    @jax.jit
-    def loss_affine(ls, fac, shift):
-        return f([p * a + b for p, a, b in zip(ls, fac, shift, strict=True)])
 
-    @jax.jit
-    def stats(ls):
-        g = grad_f(ls)
-        gsq_all = sum(jnp.vdot(x, x) for x in g)
-        return (
-            group_dots(cands, g, g),
-            group_dots(cands, ls, g),
-            group_dots(cands, ls, ls),
-            group_sums(cands, g),
-            gsq_all,
-        )
+def _sort_key(g: Group):
+    return (g.leaf, KINDS.index(g.kind), -1 if g.axis is None else g.axis, g.index or 0)
 
-    @jax.jit
-    def hvp_norm(ls, v):
-        hv = jax.jvp(grad_f, (ls,), (v,))[1]
-        return jnp.sqrt(sum(jnp.vdot(x, x) for x in hv))
 
-    # Points: θ itself and `num_trials` random perturbations (10% of each leaf's rms).
-    base = [np.asarray(x) for x in leaves]
-    dtypes = [x.dtype for x in base]
-    global_rms = _rms(np.concatenate([x.ravel() for x in base])) or 1.0
-    leaf_scale = [(_rms(x) or global_rms) for x in base]
-    points = [base] + [
-        [
-            (x + 0.1 * sc * rng.standard_normal(x.shape)).astype(x.dtype)
-            for x, sc in zip(base, leaf_scale, strict=True)
+@dataclasses.dataclass(frozen=True)
+class _Probe:
+    """What every stage of `detect` shares: the candidates, the sample points (θ and its random
+    perturbations, numpy leaves) and the three compiled functions of the flat leaf list."""
+
+    cands: list[Group]
+    base: list[np.ndarray]
+    points: list[list[np.ndarray]]
+    leaf_scale: list[float]
+    eps: float
+    loss_affine: Callable  # (leaves, factors, shifts) -> L(leaves * factors + shifts)
+    stats: Callable  # leaves -> (⟨g_w,g_w⟩, ⟨w,g_w⟩, ⟨w,w⟩, Σ g_w, ‖g‖²) per candidate
+    hvp_norm: Callable  # (leaves, v) -> ‖H v‖
+
+    @property
+    def num_trials(self) -> int:
+        return len(self.points) - 1
+
+    @classmethod
+    def build(cls, loss, params, cands, num_trials, rng) -> _Probe:
+        leaves, treedef = jax.tree.flatten(params)
+
+        def f(ls):
+            return loss(jax.tree.unflatten(treedef, list(ls)))
+
+        grad_f = jax.grad(f)
+
+        # Only three compiled functions; every host-side norm is numpy (no eager jnp op compiles).
+        @jax.jit
+        def loss_affine(ls, fac, shift):
+            return f([p * a + b for p, a, b in zip(ls, fac, shift, strict=True)])
+
+        @jax.jit
+        def stats(ls):
+            g = grad_f(ls)
+            gsq_all = sum(jnp.vdot(x, x) for x in g)
+            dots = (group_dots(cands, g, g), group_dots(cands, ls, g), group_dots(cands, ls, ls))
+            return (*dots, group_sums(cands, g), gsq_all)
+
+        @jax.jit
+        def hvp_norm(ls, v):
+            hv = jax.jvp(grad_f, (ls,), (v,))[1]
+            return jnp.sqrt(sum(jnp.vdot(x, x) for x in hv))
+
+        # Points: θ itself and `num_trials` random perturbations (10% of each leaf's rms).
+        base = [np.asarray(x) for x in leaves]
+        global_rms = _rms(np.concatenate([x.ravel() for x in base])) or 1.0
+        leaf_scale = [(_rms(x) or global_rms) for x in base]
+        points = [base] + [
+            [
+                (x + 0.1 * sc * rng.standard_normal(x.shape)).astype(x.dtype)
+                for x, sc in zip(base, leaf_scale, strict=True)
+            ]
+            for _ in range(num_trials)
         ]
-        for _ in range(num_trials)
-    ]
-    ones = [np.ones(x.shape, x.dtype) for x in base]
-    zeros = [np.zeros(x.shape, x.dtype) for x in base]
+        eps = float(np.finfo(base[0].dtype).eps)
+        return cls(cands, base, points, leaf_scale, eps, loss_affine, stats, hvp_norm)
 
-    eps = float(np.finfo(dtypes[0]).eps)
-    st = [tuple(np.asarray(a) for a in stats(p)) for p in points]
+    def ones(self) -> list[np.ndarray]:
+        return [np.ones(x.shape, x.dtype) for x in self.base]
+
+    def zeros(self) -> list[np.ndarray]:
+        return [np.zeros(x.shape, x.dtype) for x in self.base]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Screen:
+    """Stage 1's verdicts per candidate (boolean masks) and the null groups it settles."""
+
+    null: np.ndarray
+    zero: np.ndarray  # the slice is zero at θ (scaling it is trivial)
+    scale_ok: np.ndarray
+    trans_ok: np.ndarray
+    null_groups: tuple[Group, ...]
+
+
+def _screen(probe: _Probe, rtol: float) -> _Screen:
+    r"""Stage 1: the gradient identities at every point, for every candidate at once.
+
+    Null: $\lVert g_w\rVert \le$ rtol $\lVert g\rVert$; scale: $|w\cdot g_w| \le$ rtol
+    $\lVert w\rVert\lVert g_w\rVert$; translation: $|u\cdot g| \le$ rtol $\lVert g_w\rVert$ (each
+    with a few ulps of slack). A whole null leaf hides its rows and columns.
+    """
+    cands, eps = probe.cands, probe.eps
+    st = [tuple(np.asarray(a) for a in probe.stats(p)) for p in probe.points]
     sizes = np.array([c.size for c in cands], dtype=float)
     null = np.ones(len(cands), bool)
     scale_ok = np.ones(len(cands), bool)
@@ -403,26 +454,36 @@ def detect(
     scale_ok &= (st[0][2] > 0) & ~null
     trans_ok &= ~null
 
-    # Null groups: a whole null leaf hides its rows and columns.
     null_leaves = {c.leaf for c, n in zip(cands, null, strict=True) if n and c.axis is None}
-    found: list[Group] = []
-    for c, n in zip(cands, null, strict=True):
-        if n and (c.axis is None or c.leaf not in null_leaves):
-            found.append(dataclasses.replace(c, kind="null"))
+    null_groups = tuple(
+        dataclasses.replace(c, kind="null")
+        for c, n in zip(cands, null, strict=True)
+        if n and (c.axis is None or c.leaf not in null_leaves)
+    )
     in_null_leaf = np.array([c.leaf in null_leaves for c in cands])
-    scale_ok &= ~in_null_leaf
-    trans_ok &= ~in_null_leaf
+    return _Screen(
+        null, st[0][2] <= 0, scale_ok & ~in_null_leaf, trans_ok & ~in_null_leaf, null_groups
+    )
 
-    # Joint confirmation with random factors / shifts, bisecting failures.
-    loss_at = [float(loss_affine(p, ones, zeros)) for p in points[:num_trials]]
+
+def _confirm(
+    probe: _Probe, screen: _Screen, rtol: float, rng: np.random.Generator
+) -> tuple[set[int], set[int]]:
+    """Stages 2 and 3: joint confirmation of each kind's survivors with random factors / shifts,
+    bisecting a failing set down to its offenders; then whole leaves implied by their rows
+    (columns) are dropped in favour of them."""
+    cands, base, points, eps = probe.cands, probe.base, probe.points, probe.eps
+    num_trials = probe.num_trials
+    ones, zeros = probe.ones(), probe.zeros()
+    loss_at = [float(probe.loss_affine(p, ones, zeros)) for p in points[:num_trials]]
 
     def same_loss(t: int, fac, shift) -> bool:
-        a, b = loss_at[t], float(loss_affine(points[t], fac, shift))
+        a, b = loss_at[t], float(probe.loss_affine(points[t], fac, shift))
         return bool(np.isfinite(b)) and abs(a - b) <= rtol * 0.5 * (abs(a) + abs(b)) + 1e-300
 
     def scale_test(idx: list[int]) -> bool:
         for t in range(num_trials):
-            fac = [np.ones(x.shape, x.dtype) for x in base]
+            fac = probe.ones()
             for i in idx:
                 c = cands[i]
                 mag = math.exp(rng.uniform(math.log(1.5), math.log(4.0)))
@@ -431,51 +492,47 @@ def detect(
                 return False
         return True
 
+    # ‖Hv‖/‖v‖ for a random v at each point: the scale a translation's ‖H u‖ is compared with.
     ref_h = []
     for t in range(num_trials):
         v = [rng.standard_normal(x.shape).astype(x.dtype) for x in base]
         vn = math.sqrt(sum(float(np.vdot(x, x)) for x in v))
-        ref_h.append(float(hvp_norm(points[t], v)) / vn)
+        ref_h.append(float(probe.hvp_norm(points[t], v)) / vn)
 
     def trans_test(idx: list[int]) -> bool:
         for t in range(num_trials):
-            shift = [np.zeros(x.shape, x.dtype) for x in base]
-            comb = [np.zeros(x.shape, x.dtype) for x in base]
+            shift, comb = probe.zeros(), probe.zeros()
             for i in idx:
                 c = cands[i]
                 sign = 1.0 if rng.random() < 0.5 else -1.0
-                shift[c.leaf][c._index()] += sign * rng.uniform(0.5, 2.0) * leaf_scale[c.leaf]
+                shift[c.leaf][c._index()] += sign * rng.uniform(0.5, 2.0) * probe.leaf_scale[c.leaf]
                 comb[c.leaf][c._index()] += rng.standard_normal() / math.sqrt(c.size)
             if not same_loss(t, ones, shift):
                 return False
             vn = math.sqrt(sum(float(np.vdot(m, m)) for m in comb))
-            if not float(hvp_norm(points[t], comb)) <= (rtol + 64 * eps) * ref_h[t] * vn:
+            if not float(probe.hvp_norm(points[t], comb)) <= (rtol + 64 * eps) * ref_h[t] * vn:
                 return False
         return True
 
-    scale_set = set(_bisect([i for i in range(len(cands)) if scale_ok[i]], scale_test))
-    trans_set = set(_bisect([i for i in range(len(cands)) if trans_ok[i]], trans_test))
+    scale_set = set(_bisect(np.flatnonzero(screen.scale_ok).tolist(), scale_test))
+    trans_set = set(_bisect(np.flatnonzero(screen.trans_ok).tolist(), trans_test))
+    _drop_implied_leaves(cands, scale_set, screen.null | screen.zero)
+    _drop_implied_leaves(cands, trans_set, screen.null)
+    return scale_set, trans_set
 
-    # A whole leaf implied by all of its rows (or columns) is dropped in favour of them: scaling
-    # the leaf scales every row; its constant direction is the sum of the rows' directions.
-    zero = st[0][2] <= 0
-    for chosen, trivial in ((scale_set, null | zero), (trans_set, null)):
-        for i in list(chosen):
-            c = cands[i]
-            if c.axis is not None:
-                continue
-            for axis in (0, 1):
-                fam = [j for j, d in enumerate(cands) if d.leaf == c.leaf and d.axis == axis]
-                if fam and all(j in chosen or trivial[j] for j in fam):
-                    chosen.discard(i)
-                    break
-    found += [dataclasses.replace(cands[i], kind="scale") for i in sorted(scale_set)]
-    found += [dataclasses.replace(cands[i], kind="translation") for i in sorted(trans_set)]
 
-    def sort_key(g: Group):
-        return (g.leaf, KINDS.index(g.kind), -1 if g.axis is None else g.axis, g.index or 0)
-
-    return tuple(sorted(found, key=sort_key))
+def _drop_implied_leaves(cands: list[Group], chosen: set[int], trivial: np.ndarray) -> None:
+    """Remove from `chosen` each whole leaf all of whose rows (or columns) are chosen or trivial:
+    scaling the leaf scales every row; its constant direction is the sum of the rows'."""
+    for i in list(chosen):
+        c = cands[i]
+        if c.axis is not None:
+            continue
+        for axis in (0, 1):
+            fam = [j for j, d in enumerate(cands) if d.leaf == c.leaf and d.axis == axis]
+            if fam and all(j in chosen or trivial[j] for j in fam):
+                chosen.discard(i)
+                break
 
 
 def largest_groups(
