@@ -19,7 +19,6 @@ $r_k = \eta\lVert\xi_{k+1}\rVert/\lVert\xi_k\rVert$ (with $r_0 = \eta\lVert\xi_1
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from .._errors import EomError
+from .._memo import loss_cache
 from .._tree import tree_norm
 from ..engine import check_loss, check_lr, check_order, grad_and_terms_fn, regularized
 from ._sharpness import lambda_max_fn
@@ -82,7 +82,7 @@ def severity(label: str) -> int:
 # Term ratios
 
 
-@functools.cache
+@loss_cache
 def _term_ratios_fn(loss: Callable, order: int, weight_decay: float, method: str) -> Callable:
     fn = grad_and_terms_fn(regularized(loss, weight_decay), order + 1, method=method)
 
@@ -135,7 +135,7 @@ def term_ratios(
     return np.asarray(_jitted(fn)(params, lr))
 
 
-@functools.cache
+@loss_cache
 def _jitted(fn: Callable) -> Callable:
     return jax.jit(fn)
 

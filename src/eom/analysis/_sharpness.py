@@ -19,7 +19,6 @@ The ratio $\eta\lambda_{\max}$ decides whether the EoM holds (THEORY.md §6; `eo
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -30,6 +29,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 
 from .._errors import EomError
+from .._memo import loss_cache
 from ..engine import check_loss, regularized
 
 Which = Literal["largest", "smallest", "both"]
@@ -114,7 +114,7 @@ class Sharpness:
 # Hessian–vector products (compiled once per loss)
 
 
-@functools.cache
+@loss_cache
 def hvp_fn(loss: Callable, weight_decay: float = 0.0) -> Callable:
     """A jitted `(params, v_flat) -> H v_flat` for $L_\\lambda$ (cached on the loss's identity).
 
@@ -259,6 +259,30 @@ def _flat_start(v0: Any, params: PyTree, d: int) -> np.ndarray | None:
     return flat
 
 
+def _check_sharpness_args(k, which, method, tol, max_iters, d: int) -> int:
+    """Validate `sharpness`'s options; returns `max_iters` with its default filled in."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise EomError(f"k must be a positive integer, got {k!r}.")
+    if which not in ("largest", "smallest", "both"):
+        raise EomError(f"which must be 'largest', 'smallest' or 'both', got {which!r}.")
+    if method not in ("lanczos", "power"):
+        raise EomError(f"method must be 'lanczos' or 'power', got {method!r}.")
+    if not (tol > 0):
+        raise EomError(f"tol must be positive, got {tol!r}.")
+    if k > d:
+        raise EomError(f"k={k} exceeds the number of parameters d={d}; use k ≤ {d}.")
+    if method == "power" and (k != 1 or which == "both"):
+        raise EomError(
+            "method='power' computes one eigenvalue (k=1, which='largest' or 'smallest'); "
+            "use method='lanczos' for more."
+        )
+    if max_iters is None:
+        max_iters = min(d, max(100, 20 * int(k))) if method == "lanczos" else 2000
+    if int(max_iters) < 1:
+        raise EomError(f"max_iters must be ≥ 1, got {max_iters}.")
+    return int(max_iters)
+
+
 def sharpness(
     loss: Callable[[PyTree], Float[Array, ""]],
     params: PyTree,
@@ -302,27 +326,9 @@ def sharpness(
     with the same loss object do not recompile.
     """
     check_loss(loss, params)
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise EomError(f"k must be a positive integer, got {k!r}.")
-    if which not in ("largest", "smallest", "both"):
-        raise EomError(f"which must be 'largest', 'smallest' or 'both', got {which!r}.")
-    if method not in ("lanczos", "power"):
-        raise EomError(f"method must be 'lanczos' or 'power', got {method!r}.")
-    if not (tol > 0):
-        raise EomError(f"tol must be positive, got {tol!r}.")
     flat, unravel = ravel_pytree(params)
     d = int(flat.size)
-    if k > d:
-        raise EomError(f"k={k} exceeds the number of parameters d={d}; use k ≤ {d}.")
-    if method == "power" and (k != 1 or which == "both"):
-        raise EomError(
-            "method='power' computes one eigenvalue (k=1, which='largest' or 'smallest'); "
-            "use method='lanczos' for more."
-        )
-    if max_iters is None:
-        max_iters = min(d, max(100, 20 * int(k))) if method == "lanczos" else 2000
-    if int(max_iters) < 1:
-        raise EomError(f"max_iters must be ≥ 1, got {max_iters}.")
+    max_iters = _check_sharpness_args(k, which, method, tol, max_iters, d)
     key = jax.random.PRNGKey(0) if key is None else key
 
     hvp = hvp_fn(loss, float(weight_decay))
@@ -407,7 +413,7 @@ def _lanczos_fixed(hvp: Callable, v0: jax.Array, m: int):
     return theta, S.T @ Q[:m]
 
 
-@functools.cache
+@loss_cache
 def _lambda_max_fn(loss: Callable, num_iters: int, weight_decay: float) -> Callable:
     grad = jax.grad(regularized(loss, weight_decay))
 
@@ -453,9 +459,9 @@ def lambda_max_fn(
     with it; clustered top spectra (large models) need more steps. For a tolerance-controlled
     value use `sharpness`.
 
-    The function is cached per `(loss, num_iters, weight_decay)`, so jitting it repeatedly does not
-    recompile. `v0=None` and an array `v0` are different jit signatures: pass a zero vector for a
-    cold start to keep one trace along a run.
+    The function is cached per `(loss, num_iters, weight_decay)` (the `LOSS_CACHE_SIZE` most
+    recent), so jitting it repeatedly does not recompile. `v0=None` and an array `v0` are
+    different jit signatures: pass a zero vector for a cold start to keep one trace along a run.
     """
     if isinstance(num_iters, bool) or not isinstance(num_iters, int | np.integer) or num_iters < 1:
         raise EomError(f"num_iters must be a positive integer, got {num_iters!r}.")

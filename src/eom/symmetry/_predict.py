@@ -31,7 +31,6 @@ independent of it) is a subspace of such directions: $\lVert w\rVert^2$ evolves 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +42,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from .._errors import EomError, UnsupportedOrderError
+from .._memo import loss_cache
 from ..engine import check_loss, check_lr, check_order, eom_field
 from ._detect import Group, group_dots, group_sums
 
@@ -199,7 +199,7 @@ class GroupStats:
 STATS_CHUNK = 16
 
 
-@functools.lru_cache(maxsize=64)
+@loss_cache
 def _stats_fn(loss: Callable, groups: tuple[Group, ...], hvp: bool):
     """Jitted `(params, λ) -> stats` and its vmap over a fixed-size chunk of points (λ traced)."""
     grad = jax.grad(loss)
@@ -283,7 +283,7 @@ def _rates(st: GroupStats, groups, lr, order, wd) -> np.ndarray:
     return out
 
 
-@functools.lru_cache(maxsize=64)
+@loss_cache
 def _field_rates_fn(loss: Callable, groups: tuple[Group, ...], order: int, wd: float, method: str):
     field = eom_field(loss, order, wd, method)  # lr traced: one compile for every lr
     sizes = np.array([g.size for g in groups], float)
