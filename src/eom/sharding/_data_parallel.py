@@ -36,8 +36,14 @@ BATCH_AXIS = "batch"
 
 
 def batch_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A one-axis mesh (`"batch"`) over `devices` (default: all local devices of the backend)."""
-    devices = list(jax.local_devices() if devices is None else devices)
+    """A one-axis mesh (`"batch"`) over `devices` (default: `jax.devices()`, every device of the
+    default backend: the local ones, and every host's after `jax.distributed.initialize`).
+
+    >>> mesh = batch_mesh(jax.devices()[:1])
+    >>> mesh.axis_names, mesh.size
+    (('batch',), 1)
+    """
+    devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise EomError(
             "batch_mesh needs at least one device; pass devices=None for all local ones."
@@ -79,6 +85,22 @@ def shard_batch(*arrays: Any, mesh: Mesh | None = None) -> tuple[jax.Array, ...]
     return tuple(jax.device_put(jnp.asarray(a), sharding) for a in arrays)
 
 
+def _closed_over(*arrays: Any, mesh: Mesh) -> tuple[Any, ...]:
+    """The batch arrays a data-parallel loss closes over.
+
+    One process: placed on the mesh (`shard_batch`). Several processes (the mesh spans devices
+    of other hosts): JAX refuses to close over an array on non-addressable devices, so every
+    process keeps the whole batch on the host (identical on every process, as in any
+    multi-controller JAX program) and the sharding constraint inside the loss splits the work.
+    """
+    if not mesh.is_multi_process:
+        return shard_batch(*arrays, mesh=mesh)
+    n = _check_batch(arrays, mesh.size)
+    if n % mesh.size:
+        shard_batch(*arrays, mesh=mesh)  # raises the message that names the fix
+    return tuple(np.asarray(a) for a in arrays)
+
+
 def constrain_batch(x: jax.Array, mesh: Mesh | None = None) -> jax.Array:
     """Inside a traced function: split `x` along its first axis (`with_sharding_constraint`)."""
     return jax.lax.with_sharding_constraint(x, batch_sharding(mesh))
@@ -99,7 +121,7 @@ def data_parallel(
     batch reduction. The number of samples must be a multiple of the device count.
     """
     mesh = batch_mesh() if mesh is None else mesh
-    data = shard_batch(X, *(() if y is None else (y,)), mesh=mesh)
+    data = _closed_over(X, *(() if y is None else (y,)), mesh=mesh)
 
     def loss(params):
         parts = [constrain_batch(a, mesh) for a in data]
@@ -127,11 +149,11 @@ def data_parallel_mean(
     pad = (-n) % mesh.size
 
     def padded(a):
-        a = jnp.asarray(a)
-        return jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]) if pad else a
+        a = np.asarray(a)
+        return np.concatenate([a, np.repeat(a[:1], pad, axis=0)]) if pad else a
 
-    weights = jnp.concatenate([jnp.ones(n), jnp.zeros(pad)])
-    data = shard_batch(*(padded(a) for a in arrays), weights, mesh=mesh)
+    weights = np.concatenate([np.ones(n), np.zeros(pad)])
+    data = _closed_over(*(padded(a) for a in arrays), weights, mesh=mesh)
 
     def loss(params):
         parts = [constrain_batch(a, mesh) for a in data]
