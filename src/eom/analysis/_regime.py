@@ -63,6 +63,10 @@ def regime(eta_lambda_max: float) -> str:
     for $\ge 2$ or NaN (a diverged run). Only λ_max enters: negative curvature is a property of
     the loss, not of the discretization (pass $\max(\eta\lambda_{\max}, -\eta\lambda_{\min})$ to
     also flag the series radius along negative-curvature directions).
+
+    >>> import eom
+    >>> eom.regime(0.3), eom.regime(1.5), eom.regime(2.5)
+    ('accurate', 'beyond-series', 'unstable')
     """
     x = np.asarray(eta_lambda_max, dtype=np.float64)
     if x.shape != ():
@@ -128,6 +132,12 @@ def term_ratios(
     On a quadratic $\xi_k = A^kg/(k+1)$, so $r_k = \eta\frac{k+1}{k+2}\lVert A^{k+1}g\rVert/
     \lVert A^kg\rVert \to \eta\lambda_{\max}$: ratios near or above 1 mean higher orders stop
     helping.
+
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> loss = lambda p: jnp.sum(p**2)  # a quadratic with λ = 2: r_k = η λ (k+1)/(k+2)
+    >>> [round(v, 6) for v in eom.term_ratios(loss, jnp.array([1.0]), 0.1, 1).tolist()]
+    [0.1, 0.133333]
     """
     check_loss(loss, params)
     lr = check_lr(lr)

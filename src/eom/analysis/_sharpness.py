@@ -324,6 +324,13 @@ def sharpness(
 
     The HVP is jitted once per `(loss, weight_decay)` (`hvp_fn`), so repeated calls along a run
     with the same loss object do not recompile.
+
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> A = jnp.array([1.0, 3.0])
+    >>> s = eom.sharpness(lambda p: 0.5 * jnp.sum(A * p**2), jnp.ones(2))  # H = diag(1, 3)
+    >>> [round(v, 10) for v in s.largest.tolist()], s.converged
+    ([3.0], True)
     """
     check_loss(loss, params)
     flat, unravel = ravel_pytree(params)

@@ -126,6 +126,13 @@ def counter_terms(
     - `weight_decay`: coupled weight decay λ (the terms are those of $L_\\lambda$).
     - `method`: `"reference"` (plain recursion), `"bseries"` (shared elementary differentials),
       or `"auto"` (the fastest available). All agree to rounding.
+
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> loss = lambda p: jnp.sum(p**2)  # H = 2, g = 2θ: ξ₁ = ½Hg = 2θ, ξ₂ = ⅓H²g = 8θ/3
+    >>> xi1, xi2 = eom.counter_terms(loss, jnp.array([1.0]), order=2)
+    >>> xi1.tolist(), [round(v, 6) for v in xi2.tolist()]
+    ([2.0], [2.666667])
     """
     check_loss(loss, params)
     return counter_term_fn(loss, order, weight_decay=weight_decay, method=method)(params)
@@ -138,6 +145,12 @@ def vector_field(
 
     `order=0` is gradient flow. The returned function is pure and jit-compatible. It is
     `eom_field` (the one field builder) with the learning rate fixed.
+
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> f = eom.vector_field(lambda p: jnp.sum(p**2), lr=0.1, order=1)
+    >>> f(jnp.array([1.0])).tolist()  # -∇L - η ξ₁ = -2 - 0.1·2
+    [-2.2]
     """
     lr = check_lr(lr)
     field = eom_field(loss, order, weight_decay, method)

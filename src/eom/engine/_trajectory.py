@@ -245,6 +245,12 @@ def gradient_descent(
 
     Saves every `save_every` steps (and the last step); memory is O(saved points).
     Raises `DivergenceError` if the loss becomes non-finite.
+
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> gd = eom.gradient_descent(lambda p: 0.5 * jnp.sum(p**2), jnp.ones(2), lr=0.1, num_steps=3)
+    >>> [round(v, 6) for v in gd.params[-1].tolist()]  # (1 - η)³
+    [0.729, 0.729]
     """
     check_loss(loss, params0)
     lr = check_lr(lr)
@@ -286,6 +292,12 @@ def integrate(
     `rtol=1e-10`, `atol=1e-12` (float64 needed for meaningful errors below ~1e-7). Each chunk's
     solve gets a step budget (`max_steps`, default `step_budget` of the previous chunk's steps);
     running out of it raises `EomError` (the EoM is too stiff at this learning rate).
+
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> gf = eom.integrate(lambda p: 0.5 * jnp.sum(p**2), jnp.ones(2), lr=0.1, num_steps=3, order=0)
+    >>> [round(v, 4) for v in gf.params[-1].tolist()]  # gradient flow: e^(-t) at t = 0.3
+    [0.7408, 0.7408]
     """
     check_loss(loss, params0)
     lr = check_lr(lr)

@@ -970,10 +970,12 @@ def compare(
     **Returns:** a `Comparison`. Raises `DivergenceError` if the discrete loss becomes
     non-finite or blows up, and `EomError` if a model is too stiff to solve within its budget.
 
-    >>> import jax.numpy as jnp, eom
-    >>> c = eom.measure.compare(lambda p: 0.5 * jnp.sum(p**2), jnp.ones(2), 0.1, 8, (0, 1))
-    >>> bool(c.error[1][-1] < c.error[0][-1])
-    True
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> loss = lambda p: 0.5 * jnp.sum(p**2)
+    >>> c = eom.compare(loss, jnp.ones(2), lr=0.1, num_steps=10, orders=(0, 1))
+    >>> {n: round(e, 4) for n, e in c.final()["error"].items()}  # GF: √2·|0.9¹⁰ - e⁻¹|
+    {0: 0.0272, 1: 0.0018}
     """
     if optimizer is None:
         optimizer = GD(float(weight_decay), method)

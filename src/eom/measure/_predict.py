@@ -117,6 +117,12 @@ def predicted_error(
     Runs GD and the recursion $\hat e_{k+1} = (I-\eta H)\hat e_k + \eta^{N+2}\xi_{N+1}$ (one HVP and
     one $\xi_{N+1}$ per step), recording $\lVert\hat e_k\rVert$ and the bound every `record_every`
     steps. Use `eom.compare(..., predict=True)` to get it next to the measured error.
+
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> pe = eom.predicted_error(lambda p: 0.5 * jnp.sum(p**2), jnp.ones(2), 0.1, 10, order=1)
+    >>> round(float(pe.predicted[-1]), 4)  # `compare` measures 0.0018 on this run
+    0.0018
     """
     check_loss(loss, params0)
     lr = check_lr(lr)

@@ -128,6 +128,11 @@ def make_problem(
     - `data_seed`: seed of the subset shuffle and of the teacher-student teacher (default `seed`).
     - `model_kwargs`: `width`, `depth`, `hidden`, `activation`, `eps` (see `build_model`); `None`
       values mean the default. For a user factory they are passed on as keyword arguments.
+
+    >>> import eom
+    >>> p = eom.make_problem("linear", "teacher-student", subset=32)
+    >>> p.n_params, p.dataset.X.shape, float(p.loss(p.params0)) > 0
+    (17, (32, 16), True)
     """
     seed = _check_seed(seed, "seed")
     data_seed = seed if data_seed is None else _check_seed(data_seed, "data_seed")

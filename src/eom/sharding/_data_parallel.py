@@ -39,6 +39,8 @@ def batch_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A one-axis mesh (`"batch"`) over `devices` (default: `jax.devices()`, every device of the
     default backend: the local ones, and every host's after `jax.distributed.initialize`).
 
+    >>> import jax
+    >>> from eom.sharding import batch_mesh
     >>> mesh = batch_mesh(jax.devices()[:1])
     >>> mesh.axis_names, mesh.size
     (('batch',), 1)
@@ -52,7 +54,12 @@ def batch_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 
 def batch_sharding(mesh: Mesh | None = None) -> NamedSharding:
-    """`NamedSharding` that splits the leading (batch) axis over the mesh, replicating the rest."""
+    """`NamedSharding` that splits the leading (batch) axis over the mesh, replicating the rest.
+
+    >>> from eom.sharding import batch_sharding
+    >>> batch_sharding().spec == ("batch",)
+    True
+    """
     return NamedSharding(batch_mesh() if mesh is None else mesh, PartitionSpec(BATCH_AXIS))
 
 
@@ -72,6 +79,12 @@ def shard_batch(*arrays: Any, mesh: Mesh | None = None) -> tuple[jax.Array, ...]
 
     The batch size must be a multiple of the number of devices; if it is not, use
     `data_parallel_mean` (zero-weight padding) or a `subset` that the device count divides.
+
+    >>> import jax, numpy as np
+    >>> from eom.sharding import batch_mesh, shard_batch
+    >>> (X,) = shard_batch(np.ones((4, 2)), mesh=batch_mesh(jax.devices()[:1]))
+    >>> X.shape, X.sharding.spec == jax.sharding.PartitionSpec("batch")
+    ((4, 2), True)
     """
     mesh = batch_mesh() if mesh is None else mesh
     n = _check_batch(arrays, mesh.size)
@@ -102,7 +115,13 @@ def _closed_over(*arrays: Any, mesh: Mesh) -> tuple[Any, ...]:
 
 
 def constrain_batch(x: jax.Array, mesh: Mesh | None = None) -> jax.Array:
-    """Inside a traced function: split `x` along its first axis (`with_sharding_constraint`)."""
+    """Inside a traced function: split `x` along its first axis (`with_sharding_constraint`).
+
+    >>> import jax, jax.numpy as jnp
+    >>> from eom.sharding import constrain_batch
+    >>> float(jax.jit(lambda x: jnp.sum(constrain_batch(x) ** 2))(jnp.ones((4, 2))))
+    8.0
+    """
     return jax.lax.with_sharding_constraint(x, batch_sharding(mesh))
 
 
@@ -119,6 +138,14 @@ def data_parallel(
     `loss_fn(params, X)`). The result is a plain loss for every `eom` function; under `jit` XLA
     computes it (and its derivatives of every order) shard by shard with one all-reduce per
     batch reduction. The number of samples must be a multiple of the device count.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from eom.sharding import batch_mesh, data_parallel
+    >>> X, y = jnp.ones((4, 2)), jnp.zeros(4)
+    >>> mse = lambda p, X, y: jnp.mean((X @ p - y) ** 2)
+    >>> loss = data_parallel(mse, X, y, mesh=batch_mesh(jax.devices()[:1]))
+    >>> float(loss(jnp.array([1.0, 2.0])))
+    9.0
     """
     mesh = batch_mesh() if mesh is None else mesh
     data = _closed_over(X, *(() if y is None else (y,)), mesh=mesh)
@@ -142,6 +169,13 @@ def data_parallel_mean(
     `sample_loss(params, X, y)` returns the $n$ per-sample losses $\ell_i$. Any $n$ works: the
     batch is padded to a multiple of the device count with copies of sample 0 at weight 0, so
     $L$ is exactly the unpadded mean (to rounding).
+
+    >>> import jax, jax.numpy as jnp
+    >>> from eom.sharding import batch_mesh, data_parallel_mean
+    >>> X = jnp.arange(3.0)[:, None]
+    >>> loss = data_parallel_mean(lambda p, X: (X[:, 0] * p) ** 2, X, mesh=batch_mesh())
+    >>> float(loss(1.0))  # (0 + 1 + 4) / 3, whatever the device count
+    1.6666666666666667
     """
     mesh = batch_mesh() if mesh is None else mesh
     arrays = (X,) if y is None else (X, y)

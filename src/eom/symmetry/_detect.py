@@ -337,6 +337,15 @@ def detect(
       calls agree).
 
     **Returns** the groups sorted by leaf, kind (null, scale, translation), axis and index.
+
+    >>> import jax, jax.numpy as jnp
+    >>> import eom
+    >>> def loss(p):  # w only through w/‖w‖; b only through b - mean(b) (softmax logits)
+    ...     u = p["w"] / jnp.linalg.norm(p["w"])
+    ...     return u @ jnp.array([1.0, 2.0]) - jax.nn.log_softmax(p["b"])[0]
+    >>> groups = eom.symmetry.detect(loss, {"b": jnp.array([0.3, -0.2]), "w": jnp.ones(2)})
+    >>> [(g.kind, g.path) for g in groups]
+    [('translation', "['b']"), ('scale', "['w']")]
     """
     check_loss(loss, params)
     rtol, num_trials = _check_detect_args(rtol, num_trials)
