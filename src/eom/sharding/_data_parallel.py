@@ -56,8 +56,9 @@ def batch_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 def batch_sharding(mesh: Mesh | None = None) -> NamedSharding:
     """`NamedSharding` that splits the leading (batch) axis over the mesh, replicating the rest.
 
+    >>> import jax
     >>> from eom.sharding import batch_sharding
-    >>> batch_sharding().spec == ("batch",)
+    >>> batch_sharding().spec == jax.sharding.PartitionSpec("batch")
     True
     """
     return NamedSharding(batch_mesh() if mesh is None else mesh, PartitionSpec(BATCH_AXIS))
