@@ -46,7 +46,7 @@ def factory(dataset, seed: int, width: int = 32):
 
 if __name__ == "__main__":
     import eom
-    from eom._tree import tree_norm, tree_sub
+    from eom.tree import tree_norm, tree_sub
     from eom.problems import open_dataset
 
     data = open_dataset("digits", subset=128)

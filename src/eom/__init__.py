@@ -28,6 +28,8 @@ if not _os.environ.get("EOM_NO_X64"):
 
 from . import (  # noqa: E402
     analysis as analysis,
+    engine as engine,
+    measure as measure,
     problems as problems,
     sharding as sharding,
     symmetry as symmetry,
@@ -64,3 +66,44 @@ from .measure import (  # noqa: E402
     predicted_error as predicted_error,
 )
 from .problems import Dataset as Dataset, Problem as Problem, make_problem as make_problem  # noqa: E402
+
+__all__ = [
+    # subpackages
+    "analysis",
+    "engine",
+    "measure",
+    "problems",
+    "sharding",
+    "symmetry",
+    "tree",
+    # errors and version
+    "DivergenceError",
+    "EomError",
+    "UnsupportedOrderError",
+    "__version__",
+    # engine
+    "MAX_ORDER",
+    "Trajectory",
+    "counter_terms",
+    "gradient_descent",
+    "integrate",
+    "modified_field",
+    "modified_terms",
+    "vector_field",
+    # measurement
+    "Comparison",
+    "OrderSweep",
+    "PredictedError",
+    "compare",
+    "order_sweep",
+    "predicted_error",
+    # analyses
+    "Sharpness",
+    "regime",
+    "sharpness",
+    "term_ratios",
+    # problems
+    "Dataset",
+    "Problem",
+    "make_problem",
+]
