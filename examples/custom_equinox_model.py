@@ -46,8 +46,8 @@ def factory(dataset, seed: int, width: int = 32):
 
 if __name__ == "__main__":
     import eom
-    from eom.tree import tree_norm, tree_sub
     from eom.problems import open_dataset
+    from eom.tree import tree_norm, tree_sub
 
     data = open_dataset("digits", subset=128)
     loss, params0 = factory(data, seed=0)
