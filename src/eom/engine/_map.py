@@ -210,6 +210,12 @@ def modified_terms_of_map(step: Step, x: PyTree, order: int) -> tuple[PyTree, ..
     $F_n = d_{n+1} - \sum_{j=2}^{n+1}\frac1{j!}\sum \mathcal L_{F_{k_1}}\cdots F_{k_j}$
     (THEORY.md §7), evaluated as the logarithm of the iterated map (module docstring). Call it
     inside `jax.jit` for speed.
+
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> euler = lambda x, h: x - h * x                       # explicit Euler on ẋ = -x
+    >>> [float(t) for t in eom.modified_terms_of_map(euler, jnp.array(1.0), 2)]  # log(1-h)/h
+    [-1.0, -0.5, -0.3333333333333333]
     """
     _check_step(step)
     order = check_order(order)

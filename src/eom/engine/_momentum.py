@@ -183,6 +183,12 @@ def heavy_ball(
     recurrence from $(\theta_0, \theta_{-1})$ (e.g. on the slow manifold, as
     `HeavyBall(start_kind="manifold")` does).
     Saves every `save_every` steps (and the last); memory is O(saved points), not O(steps).
+
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> loss = lambda p: 0.5 * jnp.sum(p**2)
+    >>> eom.heavy_ball(loss, jnp.ones(1), lr=0.1, beta=0.5, num_steps=2).params[:, 0].tolist()
+    [1.0, 0.9, 0.76]
     """
     check_loss(loss, params0)
     lr = check_lr(lr)
@@ -258,6 +264,13 @@ def heavy_ball_field(
     $-\frac{1}{1-\beta}\nabla\big[L_\lambda
     + \frac{\eta(1+\beta)}{4(1-\beta)^2}\lVert\nabla L_\lambda\rVert^2\big]$, in the time
     $t = k\eta$. Terms by the fast path of `eom.engine._momentum_terms`, in one jitted call.
+
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> loss = lambda p: 0.5 * jnp.sum(p**2)
+    >>> f = eom.heavy_ball_field(loss, lr=0.1, beta=0.5, order=1)
+    >>> f(jnp.ones(1)).tolist()   # -(1/(1-β))(1 + 2·η(1+β)/(4(1-β)²)) θ
+    [-2.6]
     """
     lr = check_lr(lr)
     fn = momentum_field_fn(loss, beta, order, nesterov, weight_decay)

@@ -85,6 +85,11 @@ def make_batches(samples: PyTree, batch_size: int) -> PyTree:
     """Split per-sample data (leading axis $n$) into $\\lfloor n/B\\rfloor$ batches of size $B$.
 
     Remainder policy: the last partial batch is dropped (its $n \\bmod B$ samples are unused).
+
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> eom.make_batches(jnp.arange(5.0), 2).tolist()        # the fifth sample is dropped
+    [[0.0, 1.0], [2.0, 3.0]]
     """
     n = num_batches(samples)
     B = int(batch_size)
@@ -202,6 +207,13 @@ def sgd_epoch_field(
     field is in units of $t = k\eta$ (comparable with GD's `vector_field`) and its flow over
     $t \in [em\eta, (e+1)m\eta]$ reproduces epoch $e$ to $O(h^{N+2})$. Order 0 is gradient flow on
     the full loss. Pure and jit-compatible.
+
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> loss = lambda p, b: 0.5 * jnp.sum((p - b) ** 2)
+    >>> batches = jnp.array([[1.0], [3.0]])                  # m = 2 batches of one sample
+    >>> eom.sgd_epoch_field(loss, batches, lr=0.5, order=0)(jnp.zeros(1)).tolist()  # -∇L
+    [2.0]
     """
     lr = check_lr(lr)
     fn = epoch_field_fn(loss, batches, check_order(order), weight_decay=weight_decay)
@@ -233,6 +245,13 @@ def sgd_regularizer(loss: BatchLoss, batches: PyTree, lr: float, params: PyTree)
     SGD's implicit regularizer under random reshuffling (first order, THEORY.md §8) and GD's. Their
     difference is $\frac\eta{4m}\sum_i\lVert\nabla L_i - \nabla L\rVert^2 \ge 0$ (batch variance).
     No weight decay (pass a regularized loss to include it).
+
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> loss = lambda p, b: 0.5 * jnp.sum((p - b) ** 2)
+    >>> batches = jnp.array([[1.0], [3.0]])                  # m = 2 batches of one sample
+    >>> [float(v) for v in eom.sgd_regularizer(loss, batches, 0.5, jnp.zeros(1))]  # η/8·10, η/4·4
+    [0.625, 0.5]
     """
     lr = check_lr(lr)
     m = num_batches(batches)
@@ -253,6 +272,13 @@ def sgd_averaged_field(
       \big]$ (the epoch field's first term averaged over the $m!$ orders, THEORY.md §8);
     - order ≥ 2: `UnsupportedOrderError` (beyond first order the averaged field is that of the
       averaged epoch map; not implemented/verified here).
+
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> loss = lambda p, b: 0.5 * jnp.sum((p - b) ** 2)
+    >>> batches = jnp.array([[1.0], [3.0]])                  # m = 2 batches of one sample
+    >>> eom.sgd_averaged_field(loss, batches, lr=0.5, order=1)(jnp.zeros(1)).tolist()  # 2(1 + η/2)
+    [2.5]
     """
     lr = check_lr(lr)
     order = check_order(order)
@@ -477,6 +503,13 @@ def sgd(
     last partial batch). Returns a per-step `Trajectory` (steps $0 \dots m\cdot$`num_epochs`,
     every `save_every`-th and the last) whose `loss` is the full loss $\frac1m\sum_iL_i$.
     Raises `DivergenceError` if the loss becomes non-finite.
+
+    >>> import jax.numpy as jnp
+    >>> import eom
+    >>> loss = lambda p, b: 0.5 * jnp.sum((p - b) ** 2)
+    >>> batches = jnp.array([[1.0], [3.0]])                  # m = 2 batches of one sample
+    >>> eom.sgd(loss, jnp.zeros(1), batches, lr=0.5, num_epochs=1).params[:, 0].tolist()
+    [0.0, 0.5, 1.75]
     """
     m = check_batch_loss(loss, params0, batches)
     lr = check_lr(lr)
