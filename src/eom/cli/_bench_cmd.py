@@ -22,11 +22,18 @@ def bench_command(
     memory — all as ratios measured in the same run (see benchmarks/README.md)."""
     import dataclasses
     import json
+    import math
+
+    from .._errors import EomError
+
+    if not (math.isfinite(eta_lambda) and 0 < eta_lambda < 2):
+        raise EomError(f"--eta-lambda (lr·λ_max(θ_0)) must be in (0, 2), got {eta_lambda}; "
+                       "GD is unstable at 2 and beyond.")
 
     from rich.markdown import Markdown
 
     from ..bench import format_table, run_bench
-    from ._app import console
+    from ._options import console
 
     with console.status("benchmarking…") as status:
         report = run_bench(quick=quick, eta_lambda=eta_lambda,

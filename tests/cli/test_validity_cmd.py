@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from eom._errors import EomError
 from eom.cli import app
-from eom.cli._validity_cmd import best_order, not_better, step_counts, stops_helping
+from eom.experiments import best_order, not_better, step_counts, stops_helping
 
 runner = CliRunner()
 # Tiny network; orders 0 and 1 only (order 1's term ratios need ξ_2: cheap to compile). --quick

@@ -1,4 +1,4 @@
-"""`eom sweep`: learning rates × orders → the order-of-accuracy figure and table.
+"""`eom.experiments.sweep`: learning rates × orders → the order-of-accuracy figure and table.
 
 Each learning rate η_j = η_0/2^j runs GD and the EoM to the same time T = K·η_0; the error at T
 falls like η^{N+1} for order N (THEORY.md §3). Rows are written per learning rate, so an
@@ -8,21 +8,30 @@ interrupted sweep resumes with the learning rates it has not done yet.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from .._errors import EomError
 from ..measure import fit_sweep, sweep_point
-from ._figures import order_accuracy_figure, order_name
-from ._report import figure, kv_table, page, table
-from ._run import build_problem, choose_lr
-from ._settings import ModelSettings
-from ._store import RunDir, read_json
+from ._common import (
+    ProgressFn,
+    build_problem,
+    check_stable,
+    fingerprints,
+    header,
+    lambda_max,
+    lr_for_target,
+    opened,
+)
+from ._result import SweepResult
+from ._runner import Runner
+from ._settings import ModelSettings, validate
+from ._store import dtype_in_use, read_json
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepSettings(ModelSettings):
     """Settings of `eom sweep` (also the keys of its `--config` TOML file)."""
 
@@ -62,66 +71,84 @@ def parse_lrs(text: str | list | None) -> list[float] | None:
     return sorted(set(out), reverse=True)
 
 
-def execute_sweep(
-    s: SweepSettings, rd: RunDir, *, resuming: bool,
-    on_start: Callable[[int, int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
-) -> dict:
-    t0 = time.perf_counter()
+def resolve(s: SweepSettings, problem) -> dict:
+    """The learning rates and the horizon T; the largest η must keep GD stable."""
+    lam = lambda_max(problem, s.weight_decay)
+    lrs = ([lr_for_target(lam, s.target) / 2**j for j in range(s.num_lrs)] if s.lrs is None
+           else list(s.lrs))
+    check_stable(max(lrs), lam)
+    return {"lrs": lrs, "horizon": s.horizon_steps * max(lrs), "lambda_max_initial": lam,
+            "n_params": int(problem.n_params)}
+
+
+def sweep(settings: SweepSettings | None = None, store: str | Path | None = None, *,
+          overwrite: bool = False, progress: ProgressFn | None = None,
+          log=None) -> SweepResult:
+    """Learning rates × orders: the error at a fixed time T against η, and fitted slopes.
+
+    >>> from eom.experiments import SweepSettings, sweep
+    >>> r = sweep(SweepSettings(subset=32, width=4, depth=1, orders=[0], lrs=[0.2, 0.1],
+    ...                         horizon_steps=2))
+    >>> r.status, round(r.results["slope"]["0"])
+    ('complete', 1)
+    """
+    s = settings or SweepSettings()
+    validate(s)
+    log = log or (lambda msg: None)
     problem = build_problem(s)
-    cfg = read_json(rd.config_path)
-    res = cfg.get("resolved")
-    if not res:
-        if s.lrs is None:
-            lr0, lam = choose_lr(problem, s.target, s.weight_decay)
-            lrs = [lr0 / 2**j for j in range(s.num_lrs)]
-        else:
-            lrs, lam = list(s.lrs), None
-        horizon = s.horizon_steps * max(lrs)
-        res = {"lrs": lrs, "horizon": horizon, "lambda_max_initial": lam,
-               "n_params": int(problem.n_params)}
+    fp = fingerprints(problem, s.model)
+    with opened(store) as rd:
+        old = None if overwrite or not rd.exists() else read_json(rd.config_path).get("resolved")
+        res = old or resolve(s, problem)
+        resuming = rd.prepare(s.as_dict(), overwrite=overwrite, command="sweep",
+                              fingerprints=fp, defaults=SweepSettings().as_dict())
+        if store is not None:
+            log(header(rd))
         rd.update_config(resolved=res)
+        _execute(s, rd, problem, res, resuming, progress)
+        return SweepResult.from_dir(rd.path)
+
+
+def _execute(s, rd, problem, res, resuming, progress) -> dict:
+    t0 = time.perf_counter()
     lrs, horizon = res["lrs"], res["horizon"]
+    if not resuming:
+        rd.keep_rows(lambda r: False)
     done = rd.read_metrics() if resuming else {}
     done_lrs = set(np.round(done.get("lr", np.zeros(0)), 15).tolist())
-    if on_start is not None:
-        on_start(len([x for x in lrs if round(x, 15) in done_lrs]), len(lrs))
-    status, message = "running", None
-    try:
+    n_done = len([x for x in lrs if round(x, 15) in done_lrs])
+    if progress is not None:
+        progress(n_done, len(lrs), "sweep")
+
+    def body(r: Runner) -> None:
+        k_done = n_done
         for lr in lrs:
             if round(lr, 15) in done_lrs:
                 continue
             err, flg = sweep_point(problem.loss, problem.params0, lr, s.orders, horizon,
                                    weight_decay=s.weight_decay)
-            k = int(round(horizon / lr))
             rd.append_rows({
                 "lr": np.full(len(s.orders), lr),
-                "num_steps": np.full(len(s.orders), k),
+                "num_steps": np.full(len(s.orders), int(round(horizon / lr))),
                 "order": np.asarray(s.orders),
                 "error": np.asarray([err[n] for n in s.orders]),
                 "flagged": np.asarray([int(flg[n]) for n in s.orders]),
             })
-            if on_progress is not None:
-                on_progress(1)
-        status = "complete"
-    except EomError as exc:
-        status, message = "failed", str(exc)
-        raise
-    except KeyboardInterrupt:
-        status, message = "interrupted", "Interrupted; rerun the same command to resume."
-        raise
-    finally:
-        results = sweep_results(rd, s, res, status, message, time.perf_counter() - t0)
-        rd.write_results(results)
-        if status == "complete":
-            write_sweep_report(rd, read_json(rd.config_path), results)
-    return results
+            r.chunk_done()
+            k_done += 1
+            if progress is not None:
+                progress(k_done, len(lrs), "sweep")
+
+    runner = Runner(rd, lambda status, msg: sweep_results(
+        rd, s, res, status, msg, time.perf_counter() - t0))
+    return runner.execute(body)
 
 
 def sweep_results(rd, s, res, status, message, wall) -> dict:
     m = rd.read_metrics()
     out = {"status": status, "message": message, "model": s.model, "dataset": s.dataset,
-           "orders": list(s.orders), "horizon": res["horizon"], "float64": True,
+           "orders": list(s.orders), "horizon": res["horizon"],
+           "dtype": dtype_in_use(), "float64": dtype_in_use() == "float64",
            "lambda_max_initial": res.get("lambda_max_initial"), "wall_time": {"total": wall}}
     if not m:
         return out
@@ -146,32 +173,3 @@ def sweep_results(rd, s, res, status, message, wall) -> dict:
         "expected_slope": {str(n): n + 1 for n in sw.orders},
     })
     return out
-
-
-def write_sweep_report(rd: RunDir, cfg: dict, results: dict):
-    sections = []
-    if "slope" in results:
-        fig = order_accuracy_figure(results, rd.figures / "order_accuracy.png")
-        rows = [[order_name(int(n)), results["slope"][n], results["slope_stderr"][n], int(n) + 1]
-                for n in results["slope"]]
-        sections.append(("Fitted slopes", table(["model", "slope", "std. error", "theory N+1"],
-                                                rows)))
-        err_rows = [[lr] + [results["error"][str(n)][j] for n in results["orders"]]
-                    for j, lr in enumerate(results["lrs"])]
-        sections.append(("Error at T against η", table(
-            ["η"] + [order_name(n) for n in results["orders"]], err_rows)))
-        sections.append(("Figure", figure(
-            fig, "log–log error at the fixed time T against η; the slope of order N should be "
-                 "N+1. Crosses mark points within 10× of the solver's own error.")))
-    else:
-        sections.append(("", f"<p class='warn'>Status: {results.get('status')}. "
-                             f"{results.get('message') or ''}</p>"))
-    settings = cfg.get("settings", {})
-    sections.append(("Settings", kv_table({
-        "model": settings.get("model"), "dataset": settings.get("dataset"),
-        "horizon T": results.get("horizon"), "orders": settings.get("orders"),
-        "weight decay": settings.get("weight_decay"), "precision": "float64",
-        "wall time (s)": (results.get("wall_time") or {}).get("total"),
-    })))
-    rd.report_path.write_text(page("eom sweep — order of accuracy", sections))
-    return rd.report_path

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, chosen here when a figure is drawn (importing eom
+    never touches matplotlib's backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 ORDER_NAMES = {0: "GF (order 0)"}
 REGIME_BANDS = (
@@ -27,11 +35,16 @@ def orders_in(metrics: dict) -> list[int]:
     return sorted(int(k.split("_")[1]) for k in metrics if k.startswith("error_"))
 
 
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _save(fig, path: Path, *, tight: bool = True) -> Path:
+    """Write the figure atomically (PNG in memory, then temp file, fsync, rename)."""
+    from ..experiments import atomic_write
+
+    if tight:
+        fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format="png")
+    pyplot().close(fig)
+    atomic_write(path, buf.getvalue())
     return path
 
 
@@ -43,6 +56,7 @@ def _positive(x):
 def error_figure(metrics: dict, path: Path, title: str = "") -> Path:
     """‖θ^(N)(kη) − θ_k‖ against the step, log scale, one line per order; hollow markers where the
     value is within 10× of the solver's own error (flagged), dotted lines the solver error."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     step = metrics["step"]
     for i, n in enumerate(orders_in(metrics)):
@@ -66,6 +80,7 @@ def error_figure(metrics: dict, path: Path, title: str = "") -> Path:
 
 def loss_figure(metrics: dict, path: Path) -> Path:
     """Loss curves of GD and each continuous model, and their gap to GD's loss."""
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     step = metrics["step"]
     a1.plot(step, metrics["loss_gd"], "k", lw=2.5, alpha=0.5, label="GD")
@@ -91,6 +106,7 @@ def predicted_figure(metrics: dict, path: Path) -> Path | None:
     orders = [n for n in orders_in(metrics) if f"predicted_{n}" in metrics]
     if not orders:
         return None
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     step = metrics["step"]
     for i, n in enumerate(orders):
@@ -116,6 +132,7 @@ def regime_figure(metrics: dict, path: Path) -> Path | None:
         return None
     step = metrics["step"][sel]
     x = x[sel]
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     top = max(2.2, float(np.nanmax(x)) * 1.1)
     for lo, hi, color, label in REGIME_BANDS:
@@ -131,6 +148,7 @@ def regime_figure(metrics: dict, path: Path) -> Path | None:
 
 def order_accuracy_figure(sweep: dict, path: Path) -> Path:
     """log–log error at a fixed time T against the learning rate, fitted slopes in the legend."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     lrs = np.asarray(sweep["lrs"], float)
     for i, n in enumerate(sweep["orders"]):

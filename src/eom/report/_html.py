@@ -1,4 +1,4 @@
-"""A self-contained HTML report (figures embedded as base64 PNG) for a run folder."""
+"""HTML pieces of every report: a self-contained page, figures embedded as base64 PNG."""
 
 from __future__ import annotations
 
@@ -8,20 +8,11 @@ import math
 from pathlib import Path
 
 from ._figures import order_name
+from ._format import number
 
 
-def _num(x, fmt="{:.3g}") -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, str):
-        return html.escape(x)
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, int):
-        return str(x)
-    if isinstance(x, float) and not math.isfinite(x):
-        return "–"
-    return fmt.format(x)
+def _num(x) -> str:
+    return number(x)
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -57,7 +48,7 @@ figcaption{font-size:.85em;color:#555}
 """
 
 
-def page(title: str, sections: list[tuple[str, str]]) -> str:
+def page(title: str, sections: list[tuple[str, str]], dtype: str = "float64") -> str:
     body = "".join(
         f"<h2>{html.escape(h)}</h2>{content}" if h else content for h, content in sections
     )
@@ -65,7 +56,7 @@ def page(title: str, sections: list[tuple[str, str]]) -> str:
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
         f"<body><h1>{html.escape(title)}</h1>{body}"
-        "<p class='note'>All numbers computed in float64 (jax_enable_x64) by eom.</p>"
+        f"<p class='note'>All numbers computed in {html.escape(dtype)} by eom.</p>"
         "</body></html>"
     )
 

@@ -1,8 +1,10 @@
-"""Run settings: defaults, a TOML file (`--config run.toml`), and command-line flags on top."""
+"""Settings of the experiments: frozen dataclasses built from defaults, a TOML file
+(`--config run.toml`) and command-line flags on top, validated once."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,12 @@ class ModelSettings:
         return dataclasses.asdict(self)
 
 
-@dataclass
+#: The optimizers a run can compare its continuous models against (only "gd" runs today; the
+#: others plug in through `eom.engine.Optimizer` subclasses).
+OPTIMIZERS = ("gd", "sgd", "momentum")
+
+
+@dataclass(frozen=True)
 class RunSettings(ModelSettings):
     """Every setting of `eom run` (also the keys accepted in a `--config` TOML file)."""
 
@@ -42,6 +49,12 @@ class RunSettings(ModelSettings):
     depth: int | None = None
     predict: bool = True
     local: bool = False
+    optimizer: str = "gd"  # "gd" | "sgd" | "momentum"
+    batch_size: int | None = None  # sgd: samples per minibatch
+    shuffle: bool = True  # sgd: reshuffle every epoch
+    momentum: float = 0.0  # momentum: β
+    nesterov: bool = False  # momentum: Nesterov's variant
+    allow_unstable: bool = False  # η·λ_max(θ_0) ≥ 2: run GD alone instead of refusing
     name: str | None = None
     out: str | None = None
 
@@ -59,7 +72,10 @@ def parse_orders(text: str | list | None) -> list[int] | None:
                 continue
             if "-" in part[1:]:
                 a, b = part.split("-", 1)
-                items.extend(range(_int(a, "orders"), _int(b, "orders") + 1))
+                lo, hi = _int(a, "orders"), _int(b, "orders")
+                if hi < lo:
+                    raise EomError(f"--orders {part}: a range goes up, e.g. {hi}-{lo}.")
+                items.extend(range(lo, hi + 1))
             else:
                 items.append(part)
     orders = sorted({_int(x, "orders") for x in items})
@@ -111,12 +127,60 @@ def build_settings(file_values: dict, flags: dict, cls=RunSettings):
     values.update({k: v for k, v in flags.items() if v is not None})
     if "orders" in values:
         values["orders"] = parse_orders(values["orders"])
-    s = cls(**values)
+    try:
+        s = cls(**values)
+    except TypeError as exc:
+        raise EomError(f"bad settings: {exc}.") from None
     validate(s)
     return s
 
 
+def check_name(name: str | None) -> None:
+    """A run name is one folder under runs/: no path separators, no '..'."""
+    if name is None:
+        return
+    if not isinstance(name, str) or not name or name in (".", "..") or any(
+        c in name for c in "/\\\0"
+    ):
+        raise EomError(
+            f"--name {name!r} must be a plain folder name (no '/', '\\' or '..'); it becomes "
+            "runs/<name>/. Use --out for a path."
+        )
+
+
+def check_optimizer(s) -> None:
+    opt = getattr(s, "optimizer", "gd")
+    if opt not in OPTIMIZERS:
+        raise EomError(f"--optimizer {opt!r} is not one of {', '.join(OPTIMIZERS)}.")
+    if opt != "gd":
+        raise EomError(
+            f"--optimizer {opt} is not available yet: this version compares the EoM with full-"
+            "batch gradient descent only (--optimizer gd)."
+        )
+    if getattr(s, "batch_size", None) is not None and s.batch_size < 1:
+        raise EomError(f"--batch-size must be ≥ 1, got {s.batch_size}.")
+    if not 0 <= getattr(s, "momentum", 0.0) < 1:
+        raise EomError(f"--momentum must be in [0, 1), got {s.momentum}.")
+
+
+def _finite_number(s, name: str) -> None:
+    v = getattr(s, name, None)
+    if v is None:
+        return
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise EomError(f"--{name.replace('_', '-')} must be a finite number, got {v!r}.")
+
+
 def validate(s) -> None:
+    for name in ("lr", "target", "weight_decay", "decay", "min_target", "max_target",
+                 "momentum"):
+        _finite_number(s, name)
+    check_name(getattr(s, "name", None))
+    check_optimizer(s)
+    _validate_ranges(s)
+
+
+def _validate_ranges(s) -> None:
     checks = [
         ("steps", 1), ("record_every", 1), ("seed", 0), ("num_lrs", 2), ("horizon_steps", 1),
     ]

@@ -1,0 +1,41 @@
+"""`eom paper`: the seed paper's claims end to end into one report."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ._options import NameOpt, OutOpt, OverwriteOpt, SeedOpt, console, out_dir, with_progress
+
+
+def paper(
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="Tiny problems: all four parts in a few minutes on 2 cores.")] = False,
+    seed: SeedOpt = None,
+    name: NameOpt = None,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+):
+    """The seed paper's claims on the built-in problems, one report: the EoM and its counter
+    terms on a real network with predicted vs measured error (run), order of accuracy (sweep),
+    scale- and translation-invariant layers with and without weight decay (symmetry), and
+    where the EoM stops holding (validity). Each part resumes in its own sub-folder."""
+    from ..experiments import PaperSettings, paper as paper_experiment
+    from ._options import report_after
+
+    s = PaperSettings(quick=quick, seed=seed or 0, name=name,
+                      out=str(out) if out is not None else None)
+    folder = out_dir(s.name, s.out)
+    try:
+        result = with_progress(
+            lambda **kw: paper_experiment(s, folder, overwrite=overwrite, **kw), "paper", "parts")
+    finally:
+        for part in ("run", "sweep", "symmetry", "validity"):
+            if (folder / part / "results.json").exists():
+                report_after(folder / part)
+        if (folder / "results.json").exists():
+            report_after(folder)
+    for part, r in result.results.get("parts", {}).items():
+        console.print(f"{part}: {r.get('status')}")
+    console.print(f"report: {folder / 'report.html'}", markup=False)

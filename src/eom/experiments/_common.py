@@ -1,0 +1,123 @@
+"""What every experiment shares: the problem, λ_max(θ_0) and the learning rate derived from it,
+the stability check before any ODE solve, input fingerprints, and the store (a folder or a
+temporary one for in-memory runs)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .._errors import EomError
+from .._version import __version__
+from ._store import RunDir, dtype_in_use
+
+#: A progress callback: `progress(done, total, what)` (units depend on the experiment: GD steps,
+#: learning rates, …; `total` None while unknown).
+ProgressFn = Callable[[int, "int | None", str], None]
+#: GD is stable on a quadratic only while η·λ_max < 2 (THEORY.md §6).
+STABILITY_LIMIT = 2.0
+
+
+def build_problem(s, *, clamp_subset: bool = False):
+    """The settings' problem. With `clamp_subset`, a `subset` larger than the data set means
+    "all of it" (used where the subset is a default the user did not choose)."""
+    from ..problems import make_problem, open_dataset
+
+    subset = getattr(s, "subset", None)
+    if clamp_subset and subset is not None:
+        data = open_dataset(s.dataset, seed=s.seed)
+        subset = None if subset >= data.n_samples else subset
+        return make_problem(s.model, data, seed=s.seed, subset=subset, **s.model_kwargs())
+    return make_problem(s.model, s.dataset, seed=s.seed, subset=subset, **s.model_kwargs())
+
+
+def lambda_max(problem, weight_decay: float = 0.0) -> float:
+    """λ_max(θ_0): the largest Hessian eigenvalue of L + λ/2‖θ‖² at the start (Lanczos)."""
+    from ..analysis import sharpness
+
+    return float(sharpness(problem.loss, problem.params0, weight_decay=weight_decay)
+                 .eigenvalues[0])
+
+
+def lr_for_target(lam: float, target: float) -> float:
+    """The learning rate with η·λ_max = `target`, rounded to 2 significant digits."""
+    if not (np.isfinite(lam) and lam > 0):
+        raise EomError(
+            f"λ_max(θ_0) = {lam:.3g} ≤ 0, so no learning rate can be derived from it; "
+            "pass --lr explicitly."
+        )
+    return float(f"{target / lam:.2g}")
+
+
+def choose_lr(problem, target: float, weight_decay: float) -> tuple[float, float]:
+    """lr with lr·λ_max(θ_0) = target (2 significant digits), and λ_max(θ_0)."""
+    lam = lambda_max(problem, weight_decay)
+    return lr_for_target(lam, target), lam
+
+
+def check_stable(lr: float, lam: float, *, allow: bool = False) -> None:
+    """Refuse (before any ODE solve) a learning rate with η·λ_max(θ_0) ≥ 2: GD is unstable there
+    and no continuous model describes it; `allow` lets the caller run GD alone instead."""
+    if allow or not np.isfinite(lam) or lr * lam < STABILITY_LIMIT:
+        return
+    largest = STABILITY_LIMIT / lam
+    raise EomError(
+        f"η·λ_max(θ_0) = {lr * lam:.3g} ≥ 2 (η = {lr:.3g}, λ_max(θ_0) = {lam:.3g}): gradient "
+        f"descent is unstable at this learning rate and no EoM describes it. The largest stable "
+        f"learning rate is η < {largest:.3g}; use e.g. --lr {float(f'{0.5 * largest:.2g}')}, or "
+        "pass --allow-unstable to run GD alone and record where it goes."
+    )
+
+
+def _digest(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def fingerprints(problem, model: str) -> dict:
+    """Hashes of the data (X, y) and, for a user model `module:factory`, of its module's source:
+    a resumed run must see the same inputs."""
+    out = {"data": _digest(problem.dataset.X, problem.dataset.y)}
+    if ":" in model:
+        from ..problems import load_factory
+
+        with contextlib.suppress(Exception):
+            fn = load_factory(model)
+            src = inspect.getsource(inspect.getmodule(fn) or fn)
+            out["model"] = hashlib.sha256(src.encode()).hexdigest()[:16]
+    return out
+
+
+@contextlib.contextmanager
+def opened(store: str | Path | None) -> Iterator[RunDir]:
+    """A locked `RunDir` on `store`, or on a temporary folder (deleted afterwards) when None."""
+    if store is None:
+        with tempfile.TemporaryDirectory(prefix="eom-") as tmp:
+            rd = RunDir(tmp)
+            rd.acquire()
+            try:
+                yield rd
+            finally:
+                rd.release()
+        return
+    rd = RunDir(store)
+    rd.acquire()
+    try:
+        yield rd
+    finally:
+        rd.release()
+
+
+def header(rd: RunDir) -> str:
+    """The first line of a run: version, folder and the dtype actually used."""
+    return f"eom {__version__}: writing to {rd.path} ({dtype_in_use()})"
