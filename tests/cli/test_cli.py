@@ -118,15 +118,24 @@ def test_bad_npz_exits_2(tmp_path):
     assert "y" in result.output
 
 
-def test_divergent_lr_exits_2_and_keeps_results(tmp_path):
+def test_unstable_lr_is_refused_before_any_solve_and_allow_unstable_runs_gd_alone(tmp_path):
+    """η·λ_max(θ_0) ≥ 2: exit 2 naming η·λ_max and the largest stable lr, nothing written;
+    --allow-unstable runs GD alone, which diverges, and keeps the rows before the blow-up."""
     out = tmp_path / "div"
-    result = invoke("run", "--dataset", "teacher-student", "--subset", "64", "--width", "6",
-                    "--depth", "1", "--steps", "60", "--record-every", "2", "--orders", "0",
-                    "--lr", "20", "--no-predict", "--diagnose-every", "0", "--out", out)
+    args = ["run", "--dataset", "teacher-student", "--subset", "64", "--width", "6", "--depth",
+            "1", "--steps", "60", "--record-every", "2", "--orders", "0", "--lr", "20",
+            "--no-predict", "--diagnose-every", "0", "--out", out]
+    t0 = time.perf_counter()
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert "η·λ_max(θ_0) =" in result.output and "largest stable" in result.output
+    assert time.perf_counter() - t0 < 60
+    assert not (out / "config.json").exists()  # refused before the folder was touched
+    result = invoke(*args, "--allow-unstable")
     assert result.exit_code == 2, result.output
     assert "diverged" in result.output and "Lower the learning rate" in result.output
     res = json.loads((out / "results.json").read_text())
-    assert res["status"] == "diverged"
+    assert res["status"] == "diverged" and res["gd_only"] is True
     assert 0 < res["steps_done"] < 60  # the rows before the blow-up are kept
     assert (out / "report.html").exists()
     assert res["regime"]["initial"] == "unstable"  # η·λ_max(θ_0) ≥ 2 is labelled as such
