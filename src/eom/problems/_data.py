@@ -263,6 +263,16 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     if p.is_dir():
         raise EomError(f"{src} is a directory; give the path of an .npz file holding X and y.")
     try:
+        with open(p, "rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise EomError(f"{src} cannot be read ({exc.strerror or exc}).") from None
+    if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
+        raise EomError(
+            f"{src} is not an .npz archive (it does not start like a zip file: a text or other "
+            "file renamed .npz?); save your data with np.savez(path, X=X, y=y)."
+        )
+    try:
         archive = np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise EomError(
