@@ -110,11 +110,31 @@ def report_after(folder: Path) -> Path | None:
     """Write the folder's report (figures + report.html); a failure is printed, not raised."""
     from ..report import write_report
 
+    if not (folder / "results.json").exists():
+        return None
     try:
         return write_report(folder)
     except EomError as exc:
         err_console.print(f"could not write the report: {exc}", markup=False, emoji=False)
         return None
+
+
+def run_and_report(call: Callable, folder: Path, description: str, unit: str = "steps",
+                   parts: tuple[str, ...] = ()):
+    """`with_progress(call)`, then the report of `folder` (and of its `parts` sub-folders),
+    also when the run fails. A Ctrl-C skips the report, so the command ends at once (the next
+    run or `eom report` writes it)."""
+    try:
+        result = with_progress(call, description, unit)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        for sub in (*parts, ""):
+            report_after(folder / sub)
+        raise
+    for sub in (*parts, ""):
+        report_after(folder / sub)
+    return result
 
 
 # -- shared options -------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._options import NameOpt, OutOpt, OverwriteOpt, SeedOpt, console, out_dir, with_progress
+from ._options import NameOpt, OutOpt, OverwriteOpt, SeedOpt, console, out_dir, run_and_report
 
 
 def paper(
@@ -22,20 +22,12 @@ def paper(
     scale- and translation-invariant layers with and without weight decay (symmetry), and
     where the EoM stops holding (validity). Each part resumes in its own sub-folder."""
     from ..experiments import PaperSettings, paper as paper_experiment
-    from ._options import report_after
-
     s = PaperSettings(quick=quick, seed=seed or 0, name=name,
                       out=str(out) if out is not None else None)
     folder = out_dir(s.name, s.out)
-    try:
-        result = with_progress(
-            lambda **kw: paper_experiment(s, folder, overwrite=overwrite, **kw), "paper", "parts")
-    finally:
-        for part in ("run", "sweep", "symmetry", "validity"):
-            if (folder / part / "results.json").exists():
-                report_after(folder / part)
-        if (folder / "results.json").exists():
-            report_after(folder)
+    result = run_and_report(
+        lambda **kw: paper_experiment(s, folder, overwrite=overwrite, **kw), folder, "paper",
+        "parts", parts=("run", "sweep", "symmetry", "validity"))
     for part, r in result.results.get("parts", {}).items():
         console.print(f"{part}: {r.get('status')}")
     console.print(f"report: {folder / 'report.html'}", markup=False)

@@ -28,9 +28,8 @@ from ._options import (
     WidthOpt,
     console,
     out_dir,
-    report_after,
+    run_and_report,
     settings_from,
-    with_progress,
 )
 
 
@@ -80,12 +79,9 @@ def run(
                  out=str(out) if out is not None else None)
     s = settings_from(RunSettings, config, flags, {"orders": parse_orders})
     folder = out_dir(s.name, s.out)
-    try:
-        result = with_progress(lambda **kw: run_experiment(s, folder, overwrite=overwrite, **kw),
-                               "GD vs EoM")
-    finally:
-        if (folder / "results.json").exists():
-            report_after(folder)
+    result = run_and_report(
+        lambda **kw: run_experiment(s, folder, overwrite=overwrite, **kw),
+        folder, "GD vs EoM")
     print_run_summary(result.results, folder)
 
 

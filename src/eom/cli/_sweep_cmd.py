@@ -24,9 +24,8 @@ from ._options import (
     WidthOpt,
     console,
     out_dir,
-    report_after,
+    run_and_report,
     settings_from,
-    with_progress,
 )
 
 
@@ -67,13 +66,9 @@ def sweep(
                  name=name, out=str(out) if out is not None else None)
     s = settings_from(SweepSettings, config, flags, {"lrs": parse_lrs, "orders": parse_orders})
     folder = out_dir(s.name, s.out)
-    try:
-        result = with_progress(
-            lambda **kw: sweep_experiment(s, folder, overwrite=overwrite, **kw), "sweep",
-            "learning rates")
-    finally:
-        if (folder / "results.json").exists():
-            report_after(folder)
+    result = run_and_report(
+        lambda **kw: sweep_experiment(s, folder, overwrite=overwrite, **kw),
+        folder, "sweep", "learning rates")
     results = result.results
     t = Table(title=f"order of accuracy at T = {results['horizon']:.3g}", box=box.SIMPLE_HEAD)
     for h in ("", "slope", "± s.e.", "theory"):

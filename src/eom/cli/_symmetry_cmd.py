@@ -30,9 +30,8 @@ from ._options import (
     TargetOpt,
     console,
     out_dir,
-    report_after,
+    run_and_report,
     settings_from,
-    with_progress,
 )
 
 
@@ -101,12 +100,9 @@ def symmetry(
                  out=str(out) if out is not None else None)
     s = settings_from(SymmetrySettings, config, flags, {"weight_decays": parse_weight_decays})
     folder = out_dir(s.name, s.out)
-    try:
-        result = with_progress(
-            lambda **kw: symmetry_experiment(s, folder, overwrite=overwrite, **kw), "symmetry")
-    finally:
-        if (folder / "results.json").exists():
-            report_after(folder)
+    result = run_and_report(
+        lambda **kw: symmetry_experiment(s, folder, overwrite=overwrite, **kw),
+        folder, "symmetry")
     print_summary(result.results, folder)
 
 

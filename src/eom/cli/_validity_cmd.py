@@ -31,9 +31,8 @@ from ._options import (
     WidthOpt,
     console,
     out_dir,
-    report_after,
+    run_and_report,
     settings_from,
-    with_progress,
 )
 
 
@@ -88,13 +87,9 @@ def validity(
                  depth=depth, name=name, out=str(out) if out is not None else None)
     s = settings_from(ValiditySettings, config, flags, {"orders": parse_orders})
     folder = out_dir(s.name, s.out)
-    try:
-        result = with_progress(
-            lambda **kw: validity_experiment(s, folder, overwrite=overwrite, **kw),
-            "validity sweep", "learning rates")
-    finally:
-        if (folder / "results.json").exists():
-            report_after(folder)
+    result = run_and_report(
+        lambda **kw: validity_experiment(s, folder, overwrite=overwrite, **kw),
+        folder, "validity sweep", "learning rates")
     print_summary(result.results, folder)
 
 

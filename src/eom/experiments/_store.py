@@ -345,10 +345,12 @@ class RunDir:
         if not self.metrics_path.exists():
             return [], []
         try:
-            with open(self.metrics_path, newline="") as f:
-                rows = list(csv.reader(f))
+            text = self.metrics_path.read_text()
+            rows = list(csv.reader(io.StringIO(text, newline="")))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise self._corrupt(f"it cannot be read ({exc})") from None
+        if rows and text and not text.endswith("\n"):
+            rows.pop()  # the partial last line of an append cut short by a kill
         if not rows:
             return [], []
         header, body = rows[0], [r for r in rows[1:] if r]
