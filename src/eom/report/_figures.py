@@ -74,7 +74,8 @@ def error_figure(metrics: dict, path: Path, title: str = "") -> Path:
     ax.set_ylabel("‖θ(kη) − θ_k‖  (distance to GD)")
     ax.set_title(title or "Distance from gradient descent (dotted: solver error)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     return _save(fig, path)
 
 
