@@ -118,6 +118,19 @@ def opened(store: str | Path | None) -> Iterator[RunDir]:
         rd.release()
 
 
+def stored_resolved(store: str | Path | None, overwrite: bool) -> dict | None:
+    """The resolved values (lr, λ_max, …) a folder's run already fixed, if it is to be resumed;
+    read before taking the lock, so that a refused fresh run leaves no folder behind."""
+    if store is None or overwrite:
+        return None
+    rd = RunDir(store)
+    if not rd.exists():
+        return None
+    from ._store import read_json
+
+    return read_json(rd.config_path).get("resolved") or None
+
+
 def header(rd: RunDir) -> str:
     """The first line of a run: version, folder and the dtype actually used."""
     return f"eom {__version__}: writing to {rd.path} ({dtype_in_use()})"

@@ -26,11 +26,12 @@ from ._common import (
     header,
     lambda_max,
     opened,
+    stored_resolved,
 )
 from ._result import RunResult
 from ._runner import Runner
 from ._settings import RunSettings, validate
-from ._store import RunDir, dtype_in_use, read_json
+from ._store import RunDir, dtype_in_use
 
 #: Recorded points per chunk: each chunk is checkpointed and moves the progress bar.
 CHUNK = 16
@@ -69,12 +70,6 @@ def resolve(s: RunSettings, problem) -> dict:
         "tolerance": {str(k): v for k, v in tol.items()},
         "gd_only": unstable,
     }
-
-
-def _stored_resolved(rd: RunDir, overwrite: bool) -> dict | None:
-    if overwrite or not rd.exists():
-        return None
-    return read_json(rd.config_path).get("resolved") or None
 
 
 def summarize(rd: RunDir, s: RunSettings, res: dict, status: str, message: str | None,
@@ -179,8 +174,8 @@ def run(settings: RunSettings | None = None, store: str | Path | None = None, *,
     log = log or (lambda msg: None)
     problem = build_problem(s)  # bad model/data fail here, before the folder is touched
     fp = fingerprints(problem, s.model)
+    res = stored_resolved(store, overwrite) or resolve(s, problem)  # may refuse: no folder yet
     with opened(store) as rd:
-        res = _stored_resolved(rd, overwrite) or resolve(s, problem)
         resuming = rd.prepare(s.as_dict(), overwrite=overwrite, command="run",
                               fingerprints=fp, defaults=RunSettings().as_dict())
         if resuming and rd.read_results().get("status") == "complete":

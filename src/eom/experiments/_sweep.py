@@ -24,11 +24,12 @@ from ._common import (
     lambda_max,
     lr_for_target,
     opened,
+    stored_resolved,
 )
 from ._result import SweepResult
 from ._runner import Runner
 from ._settings import ModelSettings, validate
-from ._store import dtype_in_use, read_json
+from ._store import dtype_in_use
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,8 @@ def sweep(settings: SweepSettings | None = None, store: str | Path | None = None
     log = log or (lambda msg: None)
     problem = build_problem(s)
     fp = fingerprints(problem, s.model)
+    res = stored_resolved(store, overwrite) or resolve(s, problem)  # may refuse: no folder yet
     with opened(store) as rd:
-        old = None if overwrite or not rd.exists() else read_json(rd.config_path).get("resolved")
-        res = old or resolve(s, problem)
         resuming = rd.prepare(s.as_dict(), overwrite=overwrite, command="sweep",
                               fingerprints=fp, defaults=SweepSettings().as_dict())
         if store is not None:

@@ -51,11 +51,20 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._errors import EomError
-from ._common import ProgressFn, build_problem, choose_lr, fingerprints, header, lambda_max, opened
+from ._common import (
+    ProgressFn,
+    build_problem,
+    choose_lr,
+    fingerprints,
+    header,
+    lambda_max,
+    opened,
+    stored_resolved,
+)
 from ._result import SymmetryResult
 from ._runner import INTERRUPTED, Runner
 from ._settings import ModelSettings, validate
-from ._store import RunDir, dtype_in_use, read_json
+from ._store import RunDir, dtype_in_use
 
 #: The processes compared, with the EoM order of each continuous one.
 PROCESSES: tuple[str, ...] = ("gd", "gf", "eom1", "eom2")
@@ -425,9 +434,8 @@ def symmetry(settings: SymmetrySettings | None = None, store: str | Path | None 
     problem = build_problem(s, clamp_subset=s.quick)
     groups = find_groups(problem, s)  # before the Lanczos of `resolve`: bad input fails fast
     fp = fingerprints(problem, s.model)
+    res = stored_resolved(store, overwrite) or resolve(s, problem)  # may refuse: no folder yet
     with opened(store) as rd:
-        old = None if overwrite or not rd.exists() else read_json(rd.config_path).get("resolved")
-        res = old or resolve(s, problem)
         resuming = rd.prepare(s.as_dict(), overwrite=overwrite, command="symmetry",
                               fingerprints=fp, defaults=SymmetrySettings().as_dict())
         if resuming and rd.read_results().get("status") == "complete":

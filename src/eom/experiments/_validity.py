@@ -35,11 +35,11 @@ from typing import ClassVar
 import numpy as np
 
 from .._errors import DivergenceError, EomError
-from ._common import ProgressFn, build_problem, fingerprints, header, opened
+from ._common import ProgressFn, build_problem, fingerprints, header, opened, stored_resolved
 from ._result import ValidityResult
 from ._runner import Runner
 from ._settings import ModelSettings, validate
-from ._store import RunDir, dtype_in_use, read_json
+from ._store import RunDir, dtype_in_use
 
 #: Defaults of the full sweep and of `--quick` (points, horizon_steps).
 DEFAULT_POINTS, DEFAULT_HORIZON_STEPS, DEFAULT_SUBSET = 7, 3, 256
@@ -402,9 +402,9 @@ def validity(settings: ValiditySettings | None = None, store: str | Path | None 
     log = log or (lambda msg: None)
     problem = build_problem(s, clamp_subset=True)
     fp = fingerprints(problem, s.model)
+    old = stored_resolved(store, overwrite)
+    res, lam0 = (old, None) if old else resolve(s, problem)
     with opened(store) as rd:
-        old = None if overwrite or not rd.exists() else read_json(rd.config_path).get("resolved")
-        res, lam0 = (old, None) if old else resolve(s, problem)
         resuming = rd.prepare(s.as_dict(), overwrite=overwrite, command="validity",
                               fingerprints=fp, defaults=ValiditySettings().as_dict())
         if resuming and rd.read_results().get("status") == "complete":
