@@ -127,12 +127,16 @@ def test_a_killed_runs_report_says_interrupted(done, tmp_path):
 
 
 def test_precision_is_stated_truthfully():
+    """EOM_NO_X64=1: what the header, config.json and results.json record is float32."""
+    import os
+    from pathlib import Path
+
+    import eom
+
     code = ("from eom.experiments import dtype_in_use; import jax.numpy as jnp; "
             "print(dtype_in_use(), jnp.zeros(1).dtype)")
-    env = {"EOM_NO_X64": "1", "PYTHONPATH": sys.path[0], "PATH": "/usr/bin:/bin"}
-    import os
-
-    env = {**os.environ, **env}
+    src = str(Path(eom.__file__).resolve().parents[1])
+    env = {**os.environ, "EOM_NO_X64": "1", "PYTHONPATH": src}
     out = subprocess.run([sys.executable, "-c", "import eom; " + code], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["float32", "float32"], out.stderr

@@ -43,10 +43,22 @@ def _rows_expected(results: dict) -> bool:
         results.get("lrs") or results.get("weight_decays_done"))
 
 
+#: Columns each kind's metrics.csv must have for its report.
+REQUIRED = {"run": ("step", "loss_gd"), "sweep": ("lr", "order", "error"),
+            "symmetry": ("weight_decay", "step"), "validity": ("point", "order", "error")}
+
+
 def _check_metrics(rd: RunDir, kind: str, results: dict) -> None:
     if kind == "paper":
         return
     header, rows = rd.read_rows()  # a damaged file raises EomError here
+    missing = [c for c in REQUIRED.get(kind, ()) if header and c not in header]
+    if missing:
+        raise EomError(
+            f"{rd.metrics_path} lacks the column(s) {', '.join(missing)} (renamed or damaged); "
+            "the report was left as it was. Restore metrics.csv, or rerun the command with "
+            "--overwrite."
+        )
     if _rows_expected(results) and not rows:
         raise EomError(
             f"{rd.metrics_path} is missing or holds no rows, but results.json says rows were "
