@@ -127,12 +127,43 @@ def build_settings(file_values: dict, flags: dict, cls=RunSettings):
     values.update({k: v for k, v in flags.items() if v is not None})
     if "orders" in values:
         values["orders"] = parse_orders(values["orders"])
+    _check_types(cls, values)
     try:
         s = cls(**values)
     except TypeError as exc:
         raise EomError(f"bad settings: {exc}.") from None
     validate(s)
     return s
+
+
+def _conforms(v: Any, annotation: str) -> bool:
+    """Whether `v` fits a field annotation such as 'int | None' or 'list[float] | None'."""
+    for alt in (a.strip() for a in annotation.split("|")):
+        if alt.startswith("list[") and isinstance(v, list | tuple):
+            if all(_conforms(x, alt[5:-1]) for x in v):
+                return True
+        elif alt in _TYPES and _TYPES[alt](v):
+            return True
+    return False
+
+
+_TYPES = {
+    "None": lambda v: v is None,
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+}
+
+
+def _check_types(cls, values: dict) -> None:
+    """Settings from a TOML file are untyped: check each against its field's annotation."""
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    for k, v in values.items():
+        ann = fields.get(k)
+        if isinstance(ann, str) and not _conforms(v, ann):
+            flag = k.replace("_", "-")
+            raise EomError(f"--{flag} must be {ann.replace(' | None', '')}, got {v!r}.")
 
 
 def check_name(name: str | None) -> None:
