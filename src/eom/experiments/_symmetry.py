@@ -35,8 +35,8 @@ Files (a `RunDir`, as `eom run` writes them):
   `figures/equilibrium_wd<λ>.png` ($\lambda > 0$) and `report.html`.
 
 A model without any scale or translation group (e.g. a tanh MLP with mean-squared error) is bad
-input: the command stops with exit code 2 and a message naming the fix; results.json records
-status `failed` and the message.
+input: the command stops with exit code 2 and a message naming the fix, before anything is
+written.
 """
 
 from __future__ import annotations

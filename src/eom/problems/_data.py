@@ -108,6 +108,9 @@ def _from_arrays(X: np.ndarray, y: np.ndarray, name: str, source: str) -> Datase
         )
     if X.shape[0] == 0:
         raise EomError(f"{source}: the data set is empty; X and y need at least one sample.")
+    if 0 in X.shape[1:] or (y.ndim == 2 and y.shape[1] == 0):
+        raise EomError(f"{source}: X has shape {X.shape} and y {y.shape}; each sample needs at "
+                       "least one feature (and one target).")
     X = X.astype(np.float64)
     if not np.all(np.isfinite(X)):
         raise EomError(f"{source}: X contains NaN or infinite values; clean or impute them first.")
