@@ -92,11 +92,16 @@ def table_rows(results: dict, *, short: bool = False) -> tuple[list[str], list[l
         best = t["best_order"][j]
         rows.append(
             [t["eta_lambda_max"][j], t["regime"][j], t["lr"][j], t["num_steps"][j]]
-            + [t["error"][str(n)][j] for n in orders]
+            + [_nan_if_none(t["error"][str(n)][j]) for n in orders]
             + [None if best is None else name(best), t["eta_lambda_max_final"][j],
                t["term_ratios"][j][top]]
         )
     return header, rows
+
+
+def _nan_if_none(v):
+    """A failed order's error is NaN in memory and null in results.json: NaN either way."""
+    return math.nan if v is None else v
 
 
 def reading(results: dict) -> str:
