@@ -8,7 +8,7 @@ import typer
 
 from .._version import __version__
 from . import _bench_cmd, _paper_cmd, _run_cmd, _sweep_cmd, _symmetry_cmd, _validity_cmd
-from ._options import console, friendly
+from ._options import _watch_interrupts, console, friendly
 
 app = typer.Typer(
     name="eom",
@@ -42,6 +42,7 @@ def main() -> None:
     from .._cache import enable_compilation_cache
 
     enable_compilation_cache()
+    _watch_interrupts()
     try:
         app()
     except SystemExit as exc:

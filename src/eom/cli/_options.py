@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -36,6 +37,41 @@ def fail(message: str) -> None:
 def say(message: str) -> None:
     """Print a plain message (paths and user text are never read as markup)."""
     console.print(message, markup=False, emoji=False, highlight=False)
+
+
+#: After a Ctrl-C, seconds to wait for the run to stop by itself before ending the process.
+INTERRUPT_GRACE = 4.0
+
+
+def _watch_interrupts() -> None:
+    """End the process `INTERRUPT_GRACE` s after a Ctrl-C even when the main thread is stuck in
+    compiled code (a long ODE solve), where Python's KeyboardInterrupt cannot arrive.
+
+    The C-level handler writes the signal to a wakeup pipe at once; this thread reads it, waits,
+    and exits with 130. Every file of a run is written atomically or truncated on resume, so the
+    run stays resumable (it reads as interrupted: running, with its lock released)."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    try:
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    except ValueError:
+        return
+
+    def watch():
+        while os.read(r, 1) != bytes([signal.SIGINT]):
+            pass
+        time.sleep(INTERRUPT_GRACE)
+        err_console.print("Interrupted (the solve in progress was abandoned); rerun the same "
+                          "command to resume from the last recorded step.")
+        os._exit(130)
+
+    threading.Thread(target=watch, daemon=True, name="eom-interrupt").start()
 
 
 def friendly(fn):
