@@ -6,6 +6,7 @@ import html
 
 from ..experiments import RunDir
 from ..experiments._store import read_json
+from ._kinds import REPORTERS, effective_results
 
 CLAIMS = {
     "run": "1. The counter terms and the EoM on a real network; predicted against measured error",
@@ -17,8 +18,6 @@ CLAIMS = {
 
 def paper_report(rd: RunDir, cfg: dict, results: dict) -> tuple[str, list]:
     """(title, sections): each part's sections nested under its claim."""
-    from ._registry import REPORTERS, effective_results
-
     sections = []
     status = results.get("status")
     if status != "complete":

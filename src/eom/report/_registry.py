@@ -11,25 +11,23 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import EomError
 from ..experiments import RunDir, atomic_write
-from ..experiments._runner import INTERRUPTED
 from ..experiments._store import read_json
 from ._html import page
+from ._kinds import REPORTERS, Reporter, effective_results
 from ._paper import paper_report
 from ._run import run_report
 from ._sweep import sweep_report
 from ._symmetry import symmetry_report
 from ._validity import validity_report
 
-Reporter = Callable[[RunDir, dict, dict], tuple[str, list]]
-REPORTERS: dict[str, Reporter] = {
+REPORTERS.update({
     "run": run_report, "sweep": sweep_report, "symmetry": symmetry_report,
     "validity": validity_report, "paper": paper_report,
-}
+})
 
 
 def register(kind: str, reporter: Reporter) -> None:
@@ -65,16 +63,6 @@ def _check_metrics(rd: RunDir, kind: str, results: dict) -> None:
             "written; the report was left as it was. Restore metrics.csv, or rerun the command "
             "with --overwrite."
         )
-
-
-def effective_results(rd: RunDir) -> dict:
-    """results.json, with `running` read as `interrupted` when no process holds the lock."""
-    results = rd.read_results()
-    if results.get("status") == "running" and not rd.is_locked_by_other() and rd._lock is None:
-        results = {**results, "status": "interrupted",
-                   "message": "The process writing this run stopped without finishing (killed?). "
-                              + INTERRUPTED}
-    return results
 
 
 def write_report(folder: str | os.PathLike | RunDir) -> Path:
