@@ -24,7 +24,6 @@ and its series in $\eta$ converges for $|\eta\lambda|$ below the first branch po
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from typing import ClassVar, Literal
@@ -37,6 +36,7 @@ from jaxtyping import PyTree
 
 from .._errors import EomError
 from .._tree import tree_add, tree_scale, tree_sub
+from ._cache import loss_cache
 from ._counter import check_loss, check_lr, regularized
 from ._modified import check_order
 from ._momentum_terms import evaluate_terms
@@ -142,7 +142,7 @@ def buffer_from_previous(grad_wd, beta: float, nesterov: bool, params0, params_p
     return tree_scale(beta, diff)
 
 
-@functools.cache
+@loss_cache
 def _chunk_fn(loss, beta, nesterov, weight_decay):
     grad_wd = jax.grad(regularized(loss, weight_decay))
 
@@ -157,7 +157,7 @@ def _chunk_fn(loss, beta, nesterov, weight_decay):
     return run
 
 
-@functools.cache
+@loss_cache
 def _advance_fn(loss, beta, nesterov, weight_decay):
     grad_wd = jax.grad(regularized(loss, weight_decay))
     return jax.jit(lambda p, m, lr, n: momentum_advance(grad_wd, beta, nesterov, p, m, lr, n))
@@ -218,7 +218,7 @@ def heavy_ball(
 # The EoM field
 
 
-@functools.cache
+@loss_cache
 def momentum_terms_fn(loss, beta: float, order: int, nesterov: bool, weight_decay: float):
     r"""`params -> (F_0, …, F_order)` (jitted; cached), $F_0 = -\nabla L_\lambda/(1-\beta)$."""
     grad = jax.grad(regularized(loss, weight_decay))
@@ -243,7 +243,7 @@ def momentum_field_fn(loss, beta, order, nesterov=False, weight_decay=0.0) -> Ca
     )
 
 
-@functools.cache
+@loss_cache
 def _field_fn(loss, beta, order, nesterov, weight_decay):
     terms = momentum_terms_fn(loss, beta, order, nesterov, weight_decay)
     return lambda p, lr: _combine(terms(p), lr)
@@ -277,8 +277,11 @@ def heavy_ball_field(
     return jax.jit(lambda p: fn(p, lr))
 
 
-@functools.cache
-def _flow_fn(field: Callable, rtol: float, atol: float) -> Callable:
+@loss_cache
+def _flow_fn(owner, field: Callable, rtol: float, atol: float) -> Callable:
+    """The jitted solve of `flow`, kept in the bounded cache under `owner` (the loss the field
+    was built from, or the field itself when there is none)."""
+
     @jax.jit
     def run(y0, duration, lr):
         sol = diffrax.diffeqsolve(
@@ -306,9 +309,14 @@ def flow(field: Callable, y0: PyTree, duration, lr, *, rtol=1e-12, atol=1e-14) -
     raises `EomError` if the solver fails. Pass a stable `field` object (e.g. from
     `momentum_field_fn`) to reuse the compile.
     """
+    return _flow(field, field, y0, duration, lr, rtol, atol)
+
+
+def _flow(owner, field, y0, duration, lr, rtol=1e-12, atol=1e-14):
+    """`flow` with its compile cached under `owner` (a loss: no extra cache slot per field)."""
     if float(duration) == 0.0:
         return y0
-    y, ok = _flow_fn(field, float(rtol), float(atol))(y0, float(duration), lr)
+    y, ok = _flow_fn(owner, field, float(rtol), float(atol))(y0, float(duration), lr)
     if not bool(ok):
         raise EomError(
             f"the ODE solver failed integrating the momentum EoM over time {float(duration):g}: "
@@ -360,15 +368,16 @@ def transient_steps(
 # The optimizer abstraction
 
 
-@functools.cache
+@loss_cache
 def _model_field(loss, beta, order, nesterov, weight_decay):
     fn = momentum_field_fn(loss, beta, order, nesterov, weight_decay)
     return lambda t, y, lr: fn(y, lr)
 
 
-@functools.cache
-def _autonomous(field: Callable) -> Callable:
-    """`(y, lr) -> field(0, y, lr)`, cached so `flow` compiles once per model field."""
+@loss_cache
+def _autonomous(loss, field: Callable) -> Callable:
+    """`(y, lr) -> field(0, y, lr)`, cached under `loss` so `flow` compiles once per model
+    field."""
     return lambda y, lr: field(0.0, y, lr)
 
 
@@ -417,7 +426,7 @@ class HeavyBall(Optimizer):
         field = momentum_field_fn(
             loss, self.beta, self.manifold_order, self.nesterov, self.weight_decay
         )
-        return flow(field, params0, -float(lr), lr)
+        return _flow(loss, field, params0, -float(lr), lr)
 
     def advance(self, loss, params, state, lr, k0, num):
         return momentum_advance(self._grad(loss), self.beta, self.nesterov, params, state, lr, num)
@@ -451,7 +460,7 @@ class HeavyBall(Optimizer):
         if k == 0:
             return params0
         theta_k = self.iterate(loss, params0, lr, k)
-        return flow(_autonomous(model.field), theta_k, -k * float(lr), lr)
+        return _flow(loss, _autonomous(loss, model.field), theta_k, -k * float(lr), lr)
 
     def iterate(self, loss, params0, lr, k: int):
         """The discrete iterate $\\theta_k$ (from this optimizer's `init`)."""
