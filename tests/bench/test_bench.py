@@ -1,5 +1,6 @@
-"""`eom.bench`: the targets table (smoke run at toy size), its pass/fail logic, the registry,
-memory sampling without psutil, and `benchmarks/gpu.sh --tiny` end to end (slow)."""
+"""`eom.bench`: the targets table and the SGD / momentum rows (smoke runs at toy size), their
+pass/fail logic, the registry, memory sampling without psutil, and `benchmarks/gpu.sh --tiny`
+end to end (slow)."""
 
 from __future__ import annotations
 
@@ -37,13 +38,47 @@ def test_targets_smoke_tiny():
     assert table.count("\n") == len(rows) + 1 and ("PASS" in table or "FAIL" in table)
 
 
+def _flops(row) -> float:
+    return float(row.note.split("XLA FLOPs ")[1].split("×")[0])
+
+
+def test_optimizer_rows_tiny():
+    """The SGD (issue 12) and momentum (issue 13) rows at toy size: informational (no limit,
+    verdict `info`), finite positive ratios, and XLA work counts that fit what each program is."""
+    rows = bench.run_targets(bench.TargetSettings.tiny(), only=["sgd", "momentum"])
+    names = [r.name for r in rows]
+    assert [n.split(" (")[0] for n in names] == [
+        "switching EoM-1 step field / batch gradient",
+        "cyclic epoch EoM-1 field / full-batch gradient",
+        "heavy-ball EoM-1 field",
+        "Nesterov EoM-1 field",
+    ]
+    assert "m=4" in names[0] and "β=0.9" in names[2]
+    for r in rows:
+        assert math.isfinite(r.value) and r.value > 0
+        assert r.passed is None and math.isinf(r.limit)
+    switch, epoch, hb, nag = (_flops(r) for r in rows)
+    # Order-1 switching and momentum fields are a gradient plus one HVP (∇L_i + η/2 H_i∇L_i;
+    # ∇[L + c‖∇L‖²]): like GD's order-1 field, 2–3 gradients of XLA work, never 1 or 10.
+    for f in (switch, hb, nag):
+        assert 1.5 < f < 4.0
+    # The order-1 epoch field differentiates the m = 4 step map in h (a Taylor pass through 4
+    # sequential batch gradients, ≈ the full gradient's work each order): more than one full
+    # gradient, not an order of magnitude more than the 2–3 of a one-step field per batch.
+    assert 1.5 < epoch < 20.0
+    lines = bench.format_targets(rows).splitlines()[2:]
+    assert all("| — | info |" in line for line in lines)
+
+
 def test_verdicts_and_format():
     ok = bench.TargetResult("a", 1.5, 2.0, "×")
     bad = bench.TargetResult("b", 2.5, 2.0, "×")
     missing = bench.TargetResult("c", math.nan, 2.0, "×")
-    assert (ok.passed, bad.passed, missing.passed) == (True, False, None)
-    lines = bench.format_targets([ok, bad, missing]).splitlines()
+    info = bench.TargetResult("d", 3.25, math.inf, "×")
+    assert (ok.passed, bad.passed, missing.passed, info.passed) == (True, False, None, None)
+    lines = bench.format_targets([ok, bad, missing, info]).splitlines()
     assert "| PASS |" in lines[2] and "| FAIL |" in lines[3] and "| — |" in lines[4]
+    assert "| d | 3.25× | — | info |" in lines[5]
     assert "1.50×" in lines[2] and "≤ 2×" in lines[2]
 
 
@@ -55,7 +90,7 @@ def test_registry_adds_rows_in_order():
 
     bench.register_target("sgd-test", sgd_step)
     try:
-        assert bench.registered_targets()[:2] == ("fields", "trajectories")
+        assert bench.registered_targets()[:4] == ("fields", "trajectories", "sgd", "momentum")
         assert bench.registered_targets()[-1] == "sgd-test"
         rows = bench.run_targets(bench.TargetSettings.tiny(), only=["sgd-test"])
         assert [(r.name, r.note, r.passed) for r in rows] == [("SGD step / GD step", "mlp", True)]

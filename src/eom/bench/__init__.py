@@ -24,6 +24,11 @@ from ._machine import (
     rss_bytes as rss_bytes,
     rss_source as rss_source,
 )
+from ._optimizer_rows import (
+    batch_problem as batch_problem,
+    measure_momentum as measure_momentum,
+    measure_sgd as measure_sgd,
+)
 from ._targets import (
     COMPILE_LIMIT as COMPILE_LIMIT,
     FIELD_LIMITS as FIELD_LIMITS,
