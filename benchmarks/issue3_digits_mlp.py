@@ -42,7 +42,7 @@ from jax.flatten_util import ravel_pytree
 
 import eom
 from eom.analysis import sharpness, term_ratios
-from eom.measure import compare_chunks
+from eom.internal import auto_tolerance, compare_chunks
 from eom.problems import make_problem
 
 ORDERS = (0, 1, 2, 3)
@@ -71,6 +71,40 @@ def hvp_fn(loss):
     return hvp
 
 
+def _print_tables(cols: dict, steps: np.ndarray, lr: float, tols: dict) -> dict:
+    """The trajectory table (every 100 steps) and the final errors; returns them per order."""
+    log("\n== trajectory (every 100 steps) ==")
+    head = f"{'step':>5} {'loss_gd':>9} " + " ".join(
+        f"{'err_' + str(n):>10} {'pred_' + str(n):>10}" for n in ORDERS) + "  ηλ_max   flags"
+    log(head)
+    for i in range(len(steps)):
+        if steps[i] % (10 if SMOKE else 100) and i != len(steps) - 1:
+            continue
+        flags = "".join(str(int(cols[f"flagged_{n}"][i])) for n in ORDERS)
+        eta_lam = cols["eta_lambda_max"][i] if "eta_lambda_max" in cols else np.nan
+        log(f"{steps[i]:>5} {cols['loss_gd'][i]:>9.5f} " + " ".join(
+            f"{cols[f'error_{n}'][i]:>10.3e} {cols[f'predicted_{n}'][i]:>10.3e}" for n in ORDERS)
+            + f"  {eta_lam:6.4f}  {flags}")
+
+    log(f"\n== final (step {steps[-1]}, t = {steps[-1] * lr:.4g}) ==")
+    err = {n: float(cols[f"error_{n}"][-1]) for n in ORDERS}
+    for n in ORDERS:
+        name = "GF" if n == 0 else f"EoM-{n}"
+        pred = float(cols[f"predicted_{n}"][-1])
+        log(f"{name:>6}: error {err[n]:.4e}  relative {cols[f'relative_error_{n}'][-1]:.3e}  "
+            f"predicted {pred:.4e} (pred/meas {pred / err[n]:.4f})  bound "
+            f"{cols[f'bound_{n}'][-1]:.3e}  solver_error {cols[f'solver_error_{n}'][-1]:.2e} "
+            f"(error/solver {err[n] / cols[f'solver_error_{n}'][-1]:.3g}×)  rtol=atol "
+            f"{tols[n]:.2e}  flagged at {int(cols[f'flagged_{n}'].sum())}/{len(steps)} records")
+    for a, b in zip(ORDERS, ORDERS[1:], strict=False):
+        log(f"ratio error_{b}/error_{a} = {err[b] / err[a]:.4g}")
+    for n in ORDERS:
+        gap = np.abs(cols[f"predicted_{n}"] - cols[f"error_{n}"]) / cols[f"error_{n}"]
+        log(f"predicted vs measured, order {n}: max relative gap over the run {gap.max():.3g} "
+            f"(at step {steps[np.argmax(gap)]}), final {gap[-1]:.3g}")
+    return err
+
+
 def main() -> int:
     t_start = time.perf_counter()
     log(f"eom {eom.__version__}, jax {jax.__version__}, backend {jax.default_backend()}, "
@@ -85,7 +119,7 @@ def main() -> int:
     log(f"problem: mlp on digits, {problem.n_params} parameters, "
         f"{problem.dataset.X.shape[0]} samples (full batch), dtype {flat0.dtype}")
     log("leaves: " + ", ".join(
-        f"{name} {tuple(x.shape)}" for name, x in zip(eom._tree.leaf_paths(p0),
+        f"{name} {tuple(x.shape)}" for name, x in zip(eom.tree.leaf_paths(p0),
                                                       jax.tree.leaves(p0), strict=True)))
     s0 = sharpness(loss, p0, k=1)
     lam0 = s0.lambda_max
@@ -125,38 +159,9 @@ def main() -> int:
         w.writerows(zip(*[c.tolist() for c in cols.values()], strict=True))
 
     # tolerances actually used (same rule as compare's automatic choice)
-    tols = eom.measure.auto_tolerance(loss, p0, lr, ORDERS)
+    tols = auto_tolerance(loss, p0, lr, ORDERS)
 
-    # ---------------------------------------------------------------------------------- tables
-    log("\n== trajectory (every 100 steps) ==")
-    head = f"{'step':>5} {'loss_gd':>9} " + " ".join(
-        f"{'err_' + str(n):>10} {'pred_' + str(n):>10}" for n in ORDERS) + "  ηλ_max   flags"
-    log(head)
-    for i in range(len(steps)):
-        if steps[i] % (10 if SMOKE else 100) and i != len(steps) - 1:
-            continue
-        flags = "".join(str(int(cols[f"flagged_{n}"][i])) for n in ORDERS)
-        eta_lam = cols["eta_lambda_max"][i] if "eta_lambda_max" in cols else np.nan
-        log(f"{steps[i]:>5} {cols['loss_gd'][i]:>9.5f} " + " ".join(
-            f"{cols[f'error_{n}'][i]:>10.3e} {cols[f'predicted_{n}'][i]:>10.3e}" for n in ORDERS)
-            + f"  {eta_lam:6.4f}  {flags}")
-
-    log(f"\n== final (step {steps[-1]}, t = {steps[-1] * lr:.4g}) ==")
-    err = {n: float(cols[f"error_{n}"][-1]) for n in ORDERS}
-    for n in ORDERS:
-        name = "GF" if n == 0 else f"EoM-{n}"
-        pred = float(cols[f"predicted_{n}"][-1])
-        log(f"{name:>6}: error {err[n]:.4e}  relative {cols[f'relative_error_{n}'][-1]:.3e}  "
-            f"predicted {pred:.4e} (pred/meas {pred / err[n]:.4f})  bound "
-            f"{cols[f'bound_{n}'][-1]:.3e}  solver_error {cols[f'solver_error_{n}'][-1]:.2e} "
-            f"(error/solver {err[n] / cols[f'solver_error_{n}'][-1]:.3g}×)  rtol=atol "
-            f"{tols[n]:.2e}  flagged at {int(cols[f'flagged_{n}'].sum())}/{len(steps)} records")
-    for a, b in zip(ORDERS, ORDERS[1:], strict=False):
-        log(f"ratio error_{b}/error_{a} = {err[b] / err[a]:.4g}")
-    for n in ORDERS:
-        gap = np.abs(cols[f"predicted_{n}"] - cols[f"error_{n}"]) / cols[f"error_{n}"]
-        log(f"predicted vs measured, order {n}: max relative gap over the run {gap.max():.3g} "
-            f"(at step {steps[np.argmax(gap)]}), final {gap[-1]:.3g}")
+    err = _print_tables(cols, steps, lr, tols)
 
     # ---------------------------------------------------------------------------------- analysis
     tic = time.perf_counter()
@@ -182,7 +187,7 @@ def main() -> int:
     hvp = hvp_fn(loss)
     V = np.asarray(sT.largest_vectors)  # (20, d)
     flat_T = np.asarray(ravel_pytree(theta_T)[0])
-    names = eom._tree.leaf_paths(p0)
+    names = eom.tree.leaf_paths(p0)
     log("\n== where the final error sits ==")
     log(f"{'order':>5} {'‖e‖':>10} {'λ_e=eᵀHe/‖e‖²':>14} {'ηλ_e':>8} {'top-20 share':>12}")
     lam_e = {}

@@ -11,10 +11,8 @@ from ._bench import (
     BenchRow as BenchRow,
     bench_models as bench_models,
     field_rows as field_rows,
-    format_table as format_table,
     gd_memory_rows as gd_memory_rows,
     hessian_field as hessian_field,
-    run_bench as run_bench,
     trajectory_rows as trajectory_rows,
 )
 from ._machine import (
@@ -29,6 +27,7 @@ from ._optimizer_rows import (
     measure_momentum as measure_momentum,
     measure_sgd as measure_sgd,
 )
+from ._suite import format_table as format_table, run_bench as run_bench
 from ._targets import (
     COMPILE_LIMIT as COMPILE_LIMIT,
     FIELD_LIMITS as FIELD_LIMITS,

@@ -29,6 +29,7 @@ from typing import Any
 import jax
 
 from .._tree import tree_size
+from ._bench import _learning_rate, trajectory_rows
 from ._machine import load_average
 from ._timing import compile_fn, interleaved_minima, xla_cost
 
@@ -174,8 +175,6 @@ def measure_trajectories(s: TargetSettings) -> list[TargetResult]:
     """Rows: EoM-N / GD wall over `num_steps` steps at a verified tolerance."""
     if not s.num_steps or not s.trajectory_orders:
         return []
-    from ._bench import _learning_rate, trajectory_rows
-
     problem = _problem(s)
     loss, x = problem.loss, problem.params0
     label = _label(s, problem)

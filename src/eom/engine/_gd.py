@@ -18,7 +18,7 @@ import jax
 from .._errors import EomError
 from ._cache import loss_cache
 from ._counter import eom_field, regularized
-from ._modified import check_order
+from ._lie import check_order
 from ._optimizer import ContinuousModel, Optimizer
 from ._trajectory import gd_advance
 

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 
 from .._errors import EomError
 from .._tree import tree_add, tree_scale
-from ._modified import check_order, lie_derivative
+from ._lie import check_order, lie_derivative
 
 PyTree = Any
 Step = Callable[[PyTree, Any], PyTree]

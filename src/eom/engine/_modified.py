@@ -24,46 +24,16 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import jax
-import numpy as np
-
-from .._errors import UnsupportedOrderError
 from .._tree import tree_add, tree_scale
+from ._lie import (
+    MAX_ORDER as MAX_ORDER,
+    check_order as check_order,
+    lie_derivative as lie_derivative,
+)
+from ._map import map_modified_field, modified_terms_of_map
 
 PyTree = Any
 Field = Callable[[PyTree], PyTree]
-
-#: Highest order the engine accepts. The counter-term series is asymptotic; beyond this the
-#: compile time of the reference recursion is prohibitive and the terms are of no practical use.
-MAX_ORDER = 8
-
-
-def check_order(order: Any, *, minimum: int = 0) -> int:
-    """Validate a truncation order and return it as an int."""
-    if isinstance(order, bool) or not isinstance(order, int | np.integer):
-        raise UnsupportedOrderError(f"order must be an integer, got {order!r}.")
-    order = int(order)
-    if order < minimum:
-        raise UnsupportedOrderError(
-            f"order must be ≥ {minimum}, got {order} (order 0 is gradient flow; "
-            "order N adds the counter terms ξ_1 … ξ_N)."
-        )
-    if order > MAX_ORDER:
-        raise UnsupportedOrderError(
-            f"order {order} is above the supported maximum {MAX_ORDER}; use an order between "
-            f"{minimum} and {MAX_ORDER} (in practice 1–4 already capture the error)."
-        )
-    return order
-
-
-def lie_derivative(X: Field, G: Field) -> Field:
-    """$(\\mathcal L_X G)(x) = G'(x) X(x)$ as a new field (one `jax.jvp`)."""
-
-    def LXG(x):
-        return jax.jvp(G, (x,), (X(x),))[1]
-
-    return LXG
-
 
 def _sum_fields(fields: list[Field], coeffs: list[float]) -> Field:
     def summed(x):
@@ -135,7 +105,6 @@ def modified_terms(field: Field, x: PyTree, order: int) -> tuple[PyTree, ...]:
     order = check_order(order)
     if order == 0:
         return ()
-    from ._map import modified_terms_of_map
 
     return tuple(modified_terms_of_map(euler_step(field), x, order)[1:])
 
@@ -154,6 +123,5 @@ def modified_field(field: Field, h: float, order: int) -> Field:
     order = check_order(order)
     if order == 0:
         return field
-    from ._map import map_modified_field
 
     return map_modified_field(euler_step(field), h, order)

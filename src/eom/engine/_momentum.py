@@ -38,7 +38,7 @@ from .._errors import EomError
 from .._tree import tree_add, tree_scale, tree_sub
 from ._cache import loss_cache
 from ._counter import check_loss, check_lr, regularized
-from ._modified import check_order
+from ._lie import check_order
 from ._momentum_terms import evaluate_terms
 from ._optimizer import ContinuousModel, Optimizer
 from ._trajectory import CHUNK, Trajectory, _check_finite, _loss_trace, _stack, chunks, save_grid

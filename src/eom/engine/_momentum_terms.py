@@ -43,7 +43,7 @@ import jax
 
 from .._tree import tree_add, tree_scale
 from ._bseries import BULLET, Tree, lie, num_nodes
-from ._modified import lie_derivative
+from ._lie import lie_derivative
 
 PyTree = Any
 Combination = dict  # Tree -> Fraction
@@ -58,6 +58,25 @@ def _clean(comb: Combination) -> Combination:
     return {t: c for t, c in comb.items() if c != 0}
 
 
+def _lie_words(F: list[Combination], base_j: int, base: Callable) -> Callable:
+    """`words(j, m)` = Σ_{k_1+…+k_{j−base_j}=m'} L_{F_{k_1}}⋯ applied to `base(·)`, memoized: the
+    sums of Lie words the recursion needs, each computed once (F grows as terms are found)."""
+    memo: dict[tuple[int, int], Combination] = {}
+
+    def words(j: int, m: int) -> Combination:
+        if (j, m) not in memo:
+            if j == base_j:
+                memo[(j, m)] = base(m)
+            else:
+                acc: Combination = {}
+                for a in range(m + 1):
+                    _add_into(acc, lie(F[a], words(j - 1, m - a)), Fraction(1))
+                memo[(j, m)] = _clean(acc)
+        return memo[(j, m)]
+
+    return words
+
+
 @functools.cache
 def momentum_combinations(beta: float, order: int, nesterov: bool) -> tuple[Combination, ...]:
     r"""Exact tree expansions of $(F_0, \dots, F_{order})$ in elementary differentials of $f$.
@@ -68,32 +87,10 @@ def momentum_combinations(beta: float, order: int, nesterov: bool) -> tuple[Comb
     one = Fraction(1)
     c = [None, None] + [(one + b * (-1) ** j) / math.factorial(j) for j in range(2, order + 2)]
     F: list[Combination] = [{BULLET: one}]
-    G: dict[tuple[int, int], Combination] = {}
-    W: dict[tuple[int, int], Combination] = {}
-
-    def g_words(j: int, m: int) -> Combination:
-        # Σ_{k_1+…+k_j=m} L_{F_{k_1}}⋯L_{F_{k_{j-1}}} F_{k_j}
-        if (j, m) not in G:
-            if j == 1:
-                G[(j, m)] = F[m]
-            else:
-                acc: Combination = {}
-                for a in range(m + 1):
-                    _add_into(acc, lie(F[a], g_words(j - 1, m - a)), one)
-                G[(j, m)] = _clean(acc)
-        return G[(j, m)]
-
-    def w_words(j: int, m: int) -> Combination:
-        # Σ_{k_1+…+k_j=m} L_{F_{k_1}}⋯L_{F_{k_j}} f   (j ≥ 0; g = −(1−β) f)
-        if (j, m) not in W:
-            if j == 0:
-                W[(j, m)] = {BULLET: one} if m == 0 else {}
-            else:
-                acc = {}
-                for a in range(m + 1):
-                    _add_into(acc, lie(F[a], w_words(j - 1, m - a)), one)
-                W[(j, m)] = _clean(acc)
-        return W[(j, m)]
+    # Σ_{k_1+…+k_j=m} L_{F_{k_1}}⋯L_{F_{k_{j-1}}} F_{k_j}, and the same words ending in f
+    # (g = −(1−β) f) for Nesterov's Lie series of g.
+    g_words = _lie_words(F, 1, lambda m: F[m])
+    w_words = _lie_words(F, 0, lambda m: {BULLET: one} if m == 0 else {})
 
     for n in range(1, order + 1):
         acc: Combination = {}

@@ -50,8 +50,8 @@ from jaxtyping import Array, Float, PyTree
 from .._errors import EomError, UnsupportedOrderError
 from .._tree import check_params, tree_add, tree_scale
 from ._counter import check_lr, grad_and_terms_fn, regularized
+from ._lie import check_order
 from ._map import modified_terms_of_map
-from ._modified import check_order
 from ._optimizer import ContinuousModel, Optimizer
 from ._trajectory import Trajectory, _check_finite, _stack, chunks, save_grid
 

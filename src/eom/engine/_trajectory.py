@@ -25,7 +25,7 @@ from jaxtyping import Array, Float, Int, PyTree
 from .._errors import DivergenceError, EomError
 from ._cache import loss_cache
 from ._counter import Method, check_loss, check_lr, eom_field, regularized
-from ._modified import check_order
+from ._lie import check_order
 
 #: Saved points per jitted chunk. Bounds the memory of one chunk to CHUNK × (number of params).
 CHUNK = 64

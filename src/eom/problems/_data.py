@@ -83,9 +83,8 @@ class Dataset(eqx.Module):
 # construction and validation
 
 
-def _from_arrays(X: np.ndarray, y: np.ndarray, name: str, source: str) -> Dataset:
-    """Validate raw arrays and build a `Dataset` (float64 X; int or float64 y)."""
-    X, y = np.asarray(X), np.asarray(y)
+def _check_shapes(X: np.ndarray, y: np.ndarray, source: str) -> None:
+    """Dtypes and shapes of raw X, y: numeric, (n, …) and (n,) or (n, k), non-empty, matching."""
     if X.dtype == object or y.dtype == object:
         raise EomError(f"{source}: X and y must be numeric arrays, not object arrays.")
     if not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)
@@ -111,40 +110,52 @@ def _from_arrays(X: np.ndarray, y: np.ndarray, name: str, source: str) -> Datase
     if 0 in X.shape[1:] or (y.ndim == 2 and y.shape[1] == 0):
         raise EomError(f"{source}: X has shape {X.shape} and y {y.shape}; each sample needs at "
                        "least one feature (and one target).")
-    X = X.astype(np.float64)
-    if not np.all(np.isfinite(X)):
-        raise EomError(f"{source}: X contains NaN or infinite values; clean or impute them first.")
 
+
+def _labels(y: np.ndarray, source: str):
+    """Integer y → (task, n_classes, labels), validated as class labels 0..K-1."""
+    if y.ndim != 1:
+        raise EomError(
+            f"{source}: integer y must be a 1-D array of class labels, got shape {y.shape}; "
+            "for regression store y as floats."
+        )
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise EomError(
+            f"{source}: class labels must be 0..K-1, found {int(y.min())}; remap them, e.g. "
+            "with np.unique(y, return_inverse=True)[1]."
+        )
+    n_classes = int(y.max()) + 1
+    if n_classes < 2:
+        raise EomError(f"{source}: y has a single class; classification needs ≥ 2 classes.")
+    return "classification", n_classes, jnp.asarray(y)
+
+
+def _targets(y: np.ndarray, source: str):
+    """y → (task, n_classes, array): integer labels for classification, floats for regression."""
     if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
-        if y.ndim != 1:
-            raise EomError(
-                f"{source}: integer y must be a 1-D array of class labels, got shape {y.shape}; "
-                "for regression store y as floats."
-            )
-        y = y.astype(np.int64)
-        if y.min() < 0:
-            raise EomError(
-                f"{source}: class labels must be 0..K-1, found {int(y.min())}; remap them, e.g. "
-                "with np.unique(y, return_inverse=True)[1]."
-            )
-        n_classes = int(y.max()) + 1
-        if n_classes < 2:
-            raise EomError(f"{source}: y has a single class; classification needs ≥ 2 classes.")
-        task = "classification"
-        y_arr = jnp.asarray(y)
-    elif np.issubdtype(y.dtype, np.floating):
+        return _labels(y, source)
+    if np.issubdtype(y.dtype, np.floating):
         y = y.astype(np.float64)
         if not np.all(np.isfinite(y)):
             raise EomError(
                 f"{source}: y contains NaN or infinite values; clean or drop those samples."
             )
-        task, n_classes = "regression", None
-        y_arr = jnp.asarray(y.reshape(y.shape[0], -1))
-    else:
-        raise EomError(
-            f"{source}: y has dtype {y.dtype}; use integers for class labels or floats for "
-            "regression targets."
-        )
+        return "regression", None, jnp.asarray(y.reshape(y.shape[0], -1))
+    raise EomError(
+        f"{source}: y has dtype {y.dtype}; use integers for class labels or floats for "
+        "regression targets."
+    )
+
+
+def _from_arrays(X: np.ndarray, y: np.ndarray, name: str, source: str) -> Dataset:
+    """Validate raw arrays and build a `Dataset` (float64 X; int or float64 y)."""
+    X, y = np.asarray(X), np.asarray(y)
+    _check_shapes(X, y, source)
+    X = X.astype(np.float64)
+    if not np.all(np.isfinite(X)):
+        raise EomError(f"{source}: X contains NaN or infinite values; clean or impute them first.")
+    task, n_classes, y_arr = _targets(y, source)
     return Dataset(
         X=jnp.asarray(X, dtype=jnp.float64),
         y=y_arr,
