@@ -164,7 +164,7 @@ def test_npz_missing_file(tmp_path):
 def test_npz_not_an_npz(tmp_path):
     text = tmp_path / "data.npz"
     text.write_text("X,y\n1,2\n")
-    with pytest.raises(EomError, match="not a readable .npz"):
+    with pytest.raises(EomError, match="not an .npz archive.*text or other file"):
         open_dataset(str(text))
     npy = tmp_path / "arr.npy"
     np.save(npy, np.zeros((3, 2)))
