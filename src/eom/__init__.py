@@ -9,7 +9,9 @@ invisible in float32. Set `EOM_NO_X64=1` before importing to keep JAX's default.
 Subpackages: `eom.engine` (counter terms, fields, trajectories), `eom.measure` (GD vs GF/EoM
 errors), `eom.analysis` (sharpness, regimes, closed forms), `eom.symmetry` (invariant groups),
 `eom.problems` (data and models), `eom.sharding` (data parallelism), `eom.tree` (pytree
-arithmetic); `eom.internal` holds building blocks with no stability promise.
+arithmetic), `eom.experiments` (the CLI's experiments as calls with typed results),
+`eom.report` (their figures and HTML); `eom.internal` holds building blocks with no stability
+promise.
 
 >>> import jax.numpy as jnp
 >>> import eom
@@ -29,8 +31,10 @@ if not _os.environ.get("EOM_NO_X64"):
 from . import (  # noqa: E402
     analysis as analysis,
     engine as engine,
+    experiments as experiments,
     measure as measure,
     problems as problems,
+    report as report,
     sharding as sharding,
     symmetry as symmetry,
     tree as tree,
@@ -84,8 +88,10 @@ __all__ = [
     # subpackages
     "analysis",
     "engine",
+    "experiments",
     "measure",
     "problems",
+    "report",
     "sharding",
     "symmetry",
     "tree",

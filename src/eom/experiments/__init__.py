@@ -18,6 +18,7 @@ from ._common import (
     lambda_max as lambda_max,
     lr_for_target as lr_for_target,
 )
+from ._notebook import tqdm_progress as tqdm_progress
 from ._paper import PaperSettings as PaperSettings, paper as paper
 from ._result import (
     ExperimentResult as ExperimentResult,

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from .._errors import EomError
+from . import _notebook
 from ._store import RunDir, read_json, write_json
+
+#: kind → `draw(result) -> list[Figure]`, filled by `eom.report` (which may import this layer;
+#: this layer may not import it), so `.plot()` reuses the report's figure functions.
+PLOTTERS: dict[str, Callable[[ExperimentResult], list]] = {}
+
+#: The parts of a paper, each in its sub-folder.
+PAPER_PARTS = ("run", "sweep", "symmetry", "validity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,12 +27,34 @@ class ExperimentResult:
     (the summary of results.json) and `metrics` (the columns of metrics.csv).
 
     `to_dir(path)` writes config.json, results.json and metrics.csv; `from_dir(path)` reads
-    them back (then `eom.report.write_report(path)` draws figures and report.html)."""
+    them back (then `eom.report.write_report(path)` draws figures and report.html). It prints
+    as one line, renders in Jupyter as a short table (settings, final errors, flags) and
+    `.plot()` draws its report's figures. A paper's `parts` holds its four sub-results."""
 
     kind: str
     config: dict
     results: dict
     metrics: dict[str, np.ndarray]
+    parts: dict[str, ExperimentResult] = dataclasses.field(default_factory=dict, repr=False,
+                                                           compare=False)
+
+    def __repr__(self) -> str:
+        return _notebook.text(self.kind, type(self).__name__, self.config, self.results)
+
+    def _repr_html_(self) -> str:
+        return _notebook.html_table(self.kind, type(self).__name__, self.config, self.results)
+
+    def plot(self) -> list:
+        """The figures of this result's report as open matplotlib `Figure`s (the Agg backend
+        outside Jupyter; in a notebook the inline backend shows them). Empty when nothing was
+        recorded yet; a paper returns its parts' figures in order."""
+        if self.kind == "paper":
+            return [f for k in PAPER_PARTS if k in self.parts for f in self.parts[k].plot()]
+        draw = PLOTTERS.get(self.kind)
+        if draw is None:
+            raise EomError(f"no figures are registered for `{self.kind}` results (import "
+                           "eom.report, which registers them).")
+        return draw(self)
 
     @property
     def status(self) -> str:
@@ -46,6 +77,8 @@ class ExperimentResult:
                 rd.write_rows(keys, rows)
         finally:
             rd.release()
+        for name, part in self.parts.items():
+            part.to_dir(rd.path / name)
         return rd.path
 
     @classmethod
@@ -58,7 +91,11 @@ class ExperimentResult:
         klass = RESULT_TYPES.get(kind, ExperimentResult)
         if cls is not ExperimentResult and klass is not cls:
             raise EomError(f"{path} holds an `eom {kind}` run, not a {cls.__name__}.")
-        return klass(kind, config, rd.read_results(), rd.read_metrics())
+        parts = {}
+        if kind == "paper":
+            parts = {k: ExperimentResult.from_dir(rd.path / k) for k in PAPER_PARTS
+                     if RunDir(rd.path / k).exists()}
+        return klass(kind, config, rd.read_results(), rd.read_metrics(), parts)
 
 
 def _cell(x) -> str:

@@ -133,6 +133,13 @@ class Comparison:
     wall_time: dict[str, float] = field(default_factory=dict)
     optimizer: str = "gd"
 
+    def __repr__(self) -> str:
+        last = ", ".join(f"{n}: {float(self.error[n][-1]):.3e}" for n in self.orders
+                         if len(self.error[n]))
+        return (f"Comparison(optimizer={self.optimizer!r}, lr={self.lr:g}, "
+                f"num_steps={self.num_steps}, orders={tuple(self.orders)}, "
+                f"final error {{{last}}})")
+
     def flagged_fraction(self) -> dict:
         """Per model, the fraction of recorded points flagged (see `FLAG_REASON`)."""
         return {

@@ -30,6 +30,11 @@ class OrderSweep:
     slope: dict[int, float]
     slope_stderr: dict[int, float]
 
+    def __repr__(self) -> str:
+        slopes = ", ".join(f"{n}: {self.slope[n]:.2f}" for n in self.orders)
+        return (f"OrderSweep(horizon={self.horizon:g}, lrs={[float(x) for x in self.lrs]}, "
+                f"slope {{{slopes}}} (theory N+1))")
+
     def rows(self) -> list[dict]:
         return [
             {"order": n, "lr": float(lr), "num_steps": int(k), "error": float(e),

@@ -6,6 +6,12 @@
 
 from ._figures import order_name as order_name, pyplot as pyplot
 from ._format import number as number
+from ._plot import (
+    plot_run as plot_run,
+    plot_sweep as plot_sweep,
+    plot_symmetry as plot_symmetry,
+    plot_validity as plot_validity,
+)
 from ._registry import (
     REPORTERS as REPORTERS,
     effective_results as effective_results,

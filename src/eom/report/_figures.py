@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
 
 
 def pyplot():
-    """matplotlib.pyplot on the Agg backend, chosen here when a figure is drawn (importing eom
-    never touches matplotlib's backend)."""
+    """matplotlib.pyplot, chosen here when a figure is drawn (importing eom never touches
+    matplotlib's backend): Agg, except inside a Jupyter kernel, whose inline backend draws
+    without a display and shows the figures `.plot()` returns."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def at(folder: Path | None, name: str) -> Path | None:
+    """`folder / name`, or None (draw the figure and return it open) without a folder."""
+    return None if folder is None else folder / name
+
 
 ORDER_NAMES = {0: "GF (order 0)"}
 REGIME_BANDS = (
@@ -35,12 +44,15 @@ def orders_in(metrics: dict) -> list[int]:
     return sorted(int(k.split("_")[1]) for k in metrics if k.startswith("error_"))
 
 
-def _save(fig, path: Path, *, tight: bool = True) -> Path:
-    """Write the figure atomically (PNG in memory, then temp file, fsync, rename)."""
+def _save(fig, path: Path | None, *, tight: bool = True):
+    """Write the figure atomically (PNG in memory, then temp file, fsync, rename), close it and
+    return the path; with no path, return the open figure (what `.plot()` hands the user)."""
     from ..experiments import atomic_write
 
     if tight:
         fig.tight_layout()
+    if path is None:
+        return fig
     buf = io.BytesIO()
     fig.savefig(buf, dpi=110, format="png")
     pyplot().close(fig)
@@ -170,11 +182,12 @@ def order_accuracy_figure(sweep: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def run_figures(metrics: dict, folder: Path) -> list[Path]:
-    """All figures of an `eom run` folder; returns the paths written."""
-    out = [error_figure(metrics, folder / "error.png"), loss_figure(metrics, folder / "loss.png")]
+def run_figures(metrics: dict, folder: Path | None) -> list:
+    """All figures of an `eom run` folder; returns the paths written (no folder: the figures)."""
+    out = [error_figure(metrics, at(folder, "error.png")),
+           loss_figure(metrics, at(folder, "loss.png"))]
     for fn, name in ((predicted_figure, "predicted.png"), (regime_figure, "regime.png")):
-        p = fn(metrics, folder / name)
+        p = fn(metrics, at(folder, name))
         if p is not None:
             out.append(p)
     return out

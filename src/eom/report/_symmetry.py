@@ -11,7 +11,7 @@ import numpy as np
 
 from ..experiments import RunDir
 from ..experiments._symmetry import NAMES, PROCESSES, S_FLOOR, labels_in, split_metrics
-from ._figures import _positive, _save, pyplot
+from ._figures import _positive, _save, at, pyplot
 from ._format import number
 from ._html import figure, kv_table, table
 
@@ -277,14 +277,15 @@ def wd_tag(wd: float) -> str:
     return f"wd{wd:g}"
 
 
-def symmetry_figures(metrics: dict, results: dict, folder: Path) -> list[tuple[Path, str]]:
-    """All figures with their captions; returns (path, caption) pairs."""
+def symmetry_figures(metrics: dict, results: dict, folder: Path | None) -> list[tuple]:
+    """All figures with their captions; returns (path, caption) pairs (no folder: (figure,
+    caption) pairs)."""
     out = []
     lr = results.get("lr")
     for wd, m in split_metrics(metrics).items():
         scale, trans = labels_in(m, "scale"), labels_in(m, "translation")
         if scale:
-            p = group_figure(m, scale, "sq_norm", folder / f"sq_norm_{wd_tag(wd)}.png",
+            p = group_figure(m, scale, "sq_norm", at(folder, f"sq_norm_{wd_tag(wd)}.png"),
                              f"‖w‖² of the {len(scale)} largest scale-invariant groups, λ = {wd:g}")
             out.append((p, (
                 f"λ = {wd:g}. Top: ‖w‖² of each scale group relative to its start, for GD (thick "
@@ -294,7 +295,7 @@ def symmetry_figures(metrics: dict, results: dict, folder: Path) -> list[tuple[P
                 "along the run). Bottom: relative distance from GD's ‖w‖², log scale."
             )))
         if trans and wd > 0:
-            p = group_figure(m, trans, "s", folder / f"s_{wd_tag(wd)}.png",
+            p = group_figure(m, trans, "s", at(folder, f"s_{wd_tag(wd)}.png"),
                              f"s = u·θ of {len(trans)} translation directions, λ = {wd:g}")
             out.append((p, (
                 f"λ = {wd:g}. Top: s = u·θ of softmax-logit directions relative to its start: "
@@ -302,7 +303,7 @@ def symmetry_figures(metrics: dict, results: dict, folder: Path) -> list[tuple[P
                 "red dots the full series (= GD). Bottom: relative distance from GD's s."
             )))
         if scale and wd > 0 and lr:
-            p = equilibrium_figure(m, scale, lr, wd, folder / f"equilibrium_{wd_tag(wd)}.png")
+            p = equilibrium_figure(m, scale, lr, wd, at(folder, f"equilibrium_{wd_tag(wd)}.png"))
             out.append((p, (
                 f"λ = {wd:g}. Left: ‖w‖² along GD (solid) and the equilibrium value "
                 "√(η‖ĝ‖²/(2λ)) at each point (dashed). Right: the angle GD turns each group per "
