@@ -1,9 +1,10 @@
 """The examples in the public docstrings run and print what they say (`doctest`).
 
-Every public function of `eom` (the top-level namespace) and of `eom.sharding` must carry at
-least one example; every docstring example of the public modules below is run. The examples use
-tiny problems (one to a few parameters) so the whole file stays within a few seconds of compile
-time per example.
+Every public function of `eom` (the top-level namespace), `eom.sharding` and `eom.experiments`
+must carry at least one example; every docstring example of the public modules below is run. The
+examples use tiny problems (one to a few parameters) so the whole file stays within a few seconds
+of compile time per example; those that run a whole experiment (`SLOW`) take 15–75 s each on a
+busy 2-core machine and run with `-m slow`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import types
 import pytest
 
 import eom
+import eom.experiments
 import eom.internal
 import eom.sharding
 import eom.symmetry
@@ -31,9 +33,13 @@ MODULES = (
     eom.sharding,
     eom.tree,
     eom.internal,
+    eom.experiments,
 )
 #: Modules every public function of which must have an example.
-REQUIRED = (eom, eom.sharding)
+REQUIRED = (eom, eom.sharding, eom.experiments)
+#: Examples that run a whole experiment (ODE solves of a real network): `-m slow` only.
+SLOW = {f"eom.experiments.{name}" for name in
+        ("run", "sweep", "symmetry", "validity", "measure_point")}
 
 
 def _public(module: types.ModuleType) -> dict[str, object]:
@@ -63,7 +69,8 @@ def _examples() -> dict[str, doctest.DocTest]:
 EXAMPLES = _examples()
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(EXAMPLES)])
 def test_docstring_example_runs(name):
     runner = doctest.DocTestRunner(
         optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
@@ -71,6 +78,11 @@ def test_docstring_example_runs(name):
     runner.run(EXAMPLES[name])
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} examples failed"
+
+
+def test_slow_examples_exist():
+    """A renamed experiment must not silently drop out of `SLOW` (and so run by default)."""
+    assert SLOW <= set(EXAMPLES)
 
 
 def test_every_public_function_has_an_example():

@@ -26,7 +26,13 @@ STABILITY_LIMIT = 2.0
 
 def build_problem(s, *, clamp_subset: bool = False):
     """The settings' problem. With `clamp_subset`, a `subset` larger than the data set means
-    "all of it" (used where the subset is a default the user did not choose)."""
+    "all of it" (used where the subset is a default the user did not choose).
+
+    >>> import eom
+    >>> problem = eom.experiments.build_problem(eom.experiments.RunSettings("linear", subset=16))
+    >>> problem.n_params  # 64 pixels × 10 classes + 10 biases
+    650
+    """
     from ..problems import make_problem, open_dataset
 
     subset = getattr(s, "subset", None)
@@ -38,7 +44,13 @@ def build_problem(s, *, clamp_subset: bool = False):
 
 
 def lambda_max(problem, weight_decay: float = 0.0) -> float:
-    """λ_max(θ_0): the largest Hessian eigenvalue of L + λ/2‖θ‖² at the start (Lanczos)."""
+    """λ_max(θ_0): the largest Hessian eigenvalue of L + λ/2‖θ‖² at the start (Lanczos).
+
+    >>> import eom
+    >>> problem = eom.experiments.build_problem(eom.experiments.RunSettings("linear", subset=16))
+    >>> round(eom.experiments.lambda_max(problem), 2)
+    2.61
+    """
     from ..analysis import sharpness
 
     return float(sharpness(problem.loss, problem.params0, weight_decay=weight_decay)
@@ -46,7 +58,12 @@ def lambda_max(problem, weight_decay: float = 0.0) -> float:
 
 
 def lr_for_target(lam: float, target: float) -> float:
-    """The learning rate with η·λ_max = `target`, rounded to 2 significant digits."""
+    """The learning rate with η·λ_max = `target`, rounded to 2 significant digits.
+
+    >>> import eom
+    >>> eom.experiments.lr_for_target(2.5, target=0.2)  # 0.2 / 2.5
+    0.08
+    """
     if not (np.isfinite(lam) and lam > 0):
         raise EomError(
             f"λ_max(θ_0) = {lam:.3g} ≤ 0, so no learning rate can be derived from it; "
@@ -56,14 +73,28 @@ def lr_for_target(lam: float, target: float) -> float:
 
 
 def choose_lr(problem, target: float, weight_decay: float) -> tuple[float, float]:
-    """lr with lr·λ_max(θ_0) = target (2 significant digits), and λ_max(θ_0)."""
+    """lr with lr·λ_max(θ_0) = target (2 significant digits), and λ_max(θ_0).
+
+    >>> import eom
+    >>> problem = eom.experiments.build_problem(eom.experiments.RunSettings("linear", subset=16))
+    >>> lr, lam = eom.experiments.choose_lr(problem, target=0.2, weight_decay=0.0)
+    >>> lr, round(lr * lam, 2)
+    (0.077, 0.2)
+    """
     lam = lambda_max(problem, weight_decay)
     return lr_for_target(lam, target), lam
 
 
 def check_stable(lr: float, lam: float, *, allow: bool = False) -> None:
     """Refuse (before any ODE solve) a learning rate with η·λ_max(θ_0) ≥ 2: GD is unstable there
-    and no continuous model describes it; `allow` lets the caller run GD alone instead."""
+    and no continuous model describes it; `allow` lets the caller run GD alone instead.
+
+    >>> import eom
+    >>> eom.experiments.check_stable(0.1, 2.5)  # η·λ_max = 0.25: fine
+    >>> eom.experiments.check_stable(1.0, 2.5)
+    Traceback (most recent call last):
+    eom._errors.EomError: η·λ_max(θ_0) = 2.5 ≥ 2 ...
+    """
     if allow or not np.isfinite(lam) or lr * lam < STABILITY_LIMIT:
         return
     largest = STABILITY_LIMIT / lam
@@ -86,7 +117,13 @@ def _digest(*arrays) -> str:
 
 def fingerprints(problem, model: str) -> dict:
     """Hashes of the data (X, y) and, for a user model `module:factory`, of its module's source:
-    a resumed run must see the same inputs."""
+    a resumed run must see the same inputs.
+
+    >>> import eom
+    >>> problem = eom.experiments.build_problem(eom.experiments.RunSettings("linear", subset=16))
+    >>> list(eom.experiments.fingerprints(problem, "linear"))
+    ['data']
+    """
     out = {"data": _digest(problem.dataset.X, problem.dataset.y)}
     if ":" in model:
         from ..problems import load_factory

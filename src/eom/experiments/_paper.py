@@ -69,7 +69,15 @@ _CALLS = {"run": run, "sweep": sweep, "symmetry": symmetry, "validity": validity
 def paper(settings: PaperSettings | None = None, store: str | Path | None = None, *,
           overwrite: bool = False, progress: ProgressFn | None = None,
           log=None) -> PaperResult:
-    """Run every part of the paper (each resumable in its sub-folder) and collect them."""
+    """Run every part of the paper (each resumable in its sub-folder) and collect them.
+
+    >>> import eom
+    >>> s = eom.experiments.PaperSettings(quick=True)
+    >>> sorted(s.parts())
+    ['run', 'sweep', 'symmetry', 'validity']
+    >>> result = eom.experiments.paper(s, "runs/paper")  # doctest: +SKIP
+    >>> [fig.savefig(f"paper-{i}.png") for i, fig in enumerate(result.plot())]  # doctest: +SKIP
+    """
     s = settings or PaperSettings()
     check_name(s.name)
     log = log or (lambda msg: None)

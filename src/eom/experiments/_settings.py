@@ -60,7 +60,12 @@ class RunSettings(ModelSettings):
 
 
 def parse_orders(text: str | list | None) -> list[int] | None:
-    """'0,1,2' or '0-3' or [0, 1, 2] → [0, 1, 2], validated against the supported range."""
+    """'0,1,2' or '0-3' or [0, 1, 2] → [0, 1, 2], validated against the supported range.
+
+    >>> import eom
+    >>> eom.experiments.parse_orders("0-2"), eom.experiments.parse_orders("0,2")
+    ([0, 1, 2], [0, 2])
+    """
     if text is None:
         return None
     if isinstance(text, list | tuple):
@@ -101,7 +106,15 @@ def _int(x: Any, what: str) -> int:
 
 
 def load_toml(path: str | Path | None, cls=RunSettings) -> dict:
-    """Read a settings file; unknown keys are an error naming the valid ones."""
+    """Read a settings file; unknown keys are an error naming the valid ones.
+
+    >>> import pathlib, tempfile
+    >>> import eom
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "run.toml"
+    >>> _ = path.write_text("steps = 10")
+    >>> eom.experiments.load_toml(path)
+    {'steps': 10}
+    """
     if path is None:
         return {}
     path = Path(path)
@@ -122,7 +135,13 @@ def load_toml(path: str | Path | None, cls=RunSettings) -> dict:
 
 
 def build_settings(file_values: dict, flags: dict, cls=RunSettings):
-    """Defaults ← TOML file ← command-line flags (flags given as None are not set)."""
+    """Defaults ← TOML file ← command-line flags (flags given as None are not set).
+
+    >>> import eom
+    >>> s = eom.experiments.build_settings({"steps": 10}, {"orders": "0-2", "lr": None})
+    >>> s.steps, s.orders, s.lr
+    (10, [0, 1, 2], None)
+    """
     values = dict(file_values)
     values.update({k: v for k, v in flags.items() if v is not None})
     if "orders" in values:

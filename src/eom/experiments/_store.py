@@ -69,7 +69,15 @@ def _io_error(path: Path, exc: OSError) -> EomError:
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write `data` to `path` all at once: a temporary file beside it, fsync, rename."""
+    """Write `data` to `path` all at once: a temporary file beside it, fsync, rename.
+
+    >>> import pathlib, tempfile
+    >>> import eom
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
+    >>> eom.experiments.atomic_write(path, "all or nothing")
+    >>> path.read_text()
+    'all or nothing'
+    """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -130,7 +138,12 @@ def default_name() -> str:
 
 
 def dtype_in_use() -> str:
-    """'float64' when JAX's x64 mode is on, else 'float32' (e.g. with EOM_NO_X64=1)."""
+    """'float64' when JAX's x64 mode is on, else 'float32' (e.g. with EOM_NO_X64=1).
+
+    >>> import eom
+    >>> eom.experiments.dtype_in_use()  # importing eom turns on float64
+    'float64'
+    """
     import jax
 
     return "float64" if jax.config.read("jax_enable_x64") else "float32"

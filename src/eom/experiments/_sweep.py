@@ -53,6 +53,12 @@ class SweepSettings(ModelSettings):
 
 
 def parse_lrs(text: str | list | None) -> list[float] | None:
+    """'0.2,0.1' or [0.2, 0.1] → learning rates, each > 0.
+
+    >>> import eom
+    >>> eom.experiments.parse_lrs("0.2,0.1")
+    [0.2, 0.1]
+    """
     if text is None:
         return None
     items = text if isinstance(text, list | tuple) else str(text).split(",")

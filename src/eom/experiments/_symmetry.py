@@ -124,7 +124,12 @@ class SymmetrySettings(ModelSettings):
 
 
 def parse_weight_decays(text: str | float | Sequence | None) -> list[float] | None:
-    """'0,0.01' (or a list, or one number) → sorted distinct λ ≥ 0."""
+    """'0,0.01' (or a list, or one number) → sorted distinct λ ≥ 0.
+
+    >>> import eom
+    >>> eom.experiments.parse_weight_decays("0.1,0,0.1")
+    [0.0, 0.1]
+    """
     if text is None:
         return None
     if isinstance(text, int | float) and not isinstance(text, bool):

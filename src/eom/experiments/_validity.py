@@ -99,6 +99,10 @@ def step_counts(points: int, min_target: float, max_target: float, horizon_steps
     From the top: $k = K$ for `max_target` (exact), then each $k_j$ is $K x_{\max}/x_j$ rounded,
     or one more than the previous $k$ where rounding would repeat it (when $K$ is too small to
     resolve neighbouring targets), so there are always `points` distinct learning rates.
+
+    >>> import eom
+    >>> eom.experiments.step_counts(3, 0.1, 1.5, horizon_steps=2)  # η·λ_max ≈ 0.1, 0.75, 1.5
+    [30, 4, 2]
     """
     c = horizon_steps * max_target
     ks: list[int] = []
@@ -193,6 +197,12 @@ def measure_point(problem, point: int, lr: float, num_steps: int, orders, *,
 
     Never raises `EomError`: a GD divergence makes every order NaN; a failed EoM solve makes
     that order NaN; the reason is recorded either way.
+
+    >>> import eom
+    >>> problem = eom.experiments.build_problem(eom.experiments.RunSettings("linear", subset=16))
+    >>> pt = eom.experiments.measure_point(problem, 0, lr=0.05, num_steps=1, orders=[0, 1])
+    >>> bool(pt.error[1] < pt.error[0])  # EoM-1 is closer to GD than gradient flow
+    True
     """
     from ..analysis import sharpness, term_ratios
     from ..engine import gradient_descent
@@ -249,6 +259,12 @@ def not_better(e_lo: float, e_hi: float, flag_lo: bool, flag_hi: bool) -> bool |
 
     Failed (NaN) counts as worse than any number; an error within the solver's margin is only an
     upper bound, so a flagged higher order that does not come out lower is inconclusive.
+
+    >>> import eom
+    >>> eom.experiments.not_better(1e-3, 2e-3, False, False)  # the higher order is worse
+    True
+    >>> print(eom.experiments.not_better(1e-3, 2e-3, False, True))  # flagged: cannot tell
+    None
     """
     lo_ok, hi_ok = math.isfinite(e_lo), math.isfinite(e_hi)
     if not hi_ok:
@@ -261,7 +277,13 @@ def not_better(e_lo: float, e_hi: float, flag_lo: bool, flag_hi: bool) -> bool |
 
 
 def stops_helping(eta_lambda: list[float], orders: list[int], error: dict, flagged: dict) -> dict:
-    """For each order b after a: the smallest η·λ_max at which order b is not better than a."""
+    """For each order b after a: the smallest η·λ_max at which order b is not better than a.
+
+    >>> import eom
+    >>> eom.experiments.stops_helping([0.1, 1.5], [0, 1], {0: [0.03, 0.4], 1: [7e-4, 0.5]},
+    ...                               {0: [False, False], 1: [False, False]})
+    {'1': {'previous': 0, 'eta_lambda_max': 1.5}}
+    """
     out = {}
     for a, b in zip(orders, orders[1:], strict=False):
         where = None
@@ -274,6 +296,13 @@ def stops_helping(eta_lambda: list[float], orders: list[int], error: dict, flagg
 
 
 def best_order(orders: list[int], errors: list[float]) -> int | None:
+    """The order with the smallest finite error at a point (None if all failed).
+
+    >>> import math
+    >>> import eom
+    >>> eom.experiments.best_order([0, 1, 2], [0.03, 7e-4, math.nan])  # a failed order never wins
+    1
+    """
     finite = [(e, n) for n, e in zip(orders, errors, strict=True) if math.isfinite(e)]
     return min(finite)[1] if finite else None
 
@@ -346,7 +375,14 @@ def _ratio(a: float, b: float) -> float:
 
 def accurate_gains(eta, orders, error, flagged) -> dict:
     """Geometric mean of e_a/e_b (gain of adding order b) over accurate-regime points with both
-    errors measured (finite and above the solver margin)."""
+    errors measured (finite and above the solver margin).
+
+    >>> import eom
+    >>> gains = eom.experiments.accurate_gains([0.1, 1.5], [0, 1], {0: [0.03, 0.4], 1: [6e-4, 0.5]},
+    ...                                        {0: [False, False], 1: [False, False]})
+    >>> round(gains["1"], 6)  # only η·λ_max = 0.1 is accurate: 0.03 / 6e-4
+    50.0
+    """
     from ..analysis import ACCURATE_MAX
 
     out = {}
