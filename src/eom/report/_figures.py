@@ -1,4 +1,7 @@
-"""Figures of a run, drawn only from the run folder's files (so `eom report` can redraw them)."""
+"""Figures of a run, drawn only from the run folder's files (so `eom report` can redraw them).
+
+Every figure function takes the `path` to write; given None it returns the open figure instead
+(what the results' `.plot()` hands the user, see `_plot.py`)."""
 
 from __future__ import annotations
 
