@@ -139,6 +139,13 @@ def settings_from(cls, config: Path | None, flags: dict, parsers: dict | None = 
         for key, value in getattr(cls, "QUICK", {}).items():
             if flags.get(key) is None and key not in file_values:
                 flags = {**flags, key: value}
+    opt = flags.get("optimizer") or file_values.get("optimizer")
+    if opt and hasattr(cls, "optimizer"):  # sgd/momentum: tiny defaults under what was given
+        from ..experiments._settings import with_optimizer_defaults
+
+        flags = with_optimizer_defaults(opt, {**{k: file_values.get(k) for k in file_values},
+                                              **{k: v for k, v in flags.items() if v is not None}})
+        file_values = {}
     return build_settings(file_values, flags, cls)
 
 

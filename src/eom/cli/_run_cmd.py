@@ -50,12 +50,25 @@ def run(
         "--predict/--no-predict", help="Also compute the predicted error. \\[default: on]")
     ] = None,
     optimizer: Annotated[str | None, typer.Option(
-        "--optimizer", help="gd | sgd | momentum (only gd is available yet). \\[default: gd]")
+        "--optimizer", help="gd | sgd | momentum. sgd and momentum default to a tiny problem "
+                            "(256 digits, width 16, depth 1) unless those flags are given. "
+                            "\\[default: gd]")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", help="sgd: samples per minibatch.")] = None,
+        "--batch-size", help="sgd: samples per minibatch (the last partial batch is dropped; "
+                             "--steps is rounded up to whole epochs). \\[default: 64]")] = None,
+    shuffle: Annotated[str | None, typer.Option(
+        "--shuffle", help="sgd: cyclic (same batch order every epoch; epoch EoM) or random "
+                          "(reshuffled every epoch; averaged flow, orders ≤ 1). "
+                          "\\[default: random]")] = None,
     momentum: Annotated[float | None, typer.Option(
-        "--momentum", help="momentum: β. \\[default: 0]")] = None,
+        "--momentum", help="momentum: β in [0, 1). \\[default: 0.5]")] = None,
+    nesterov: Annotated[bool | None, typer.Option(
+        "--nesterov/--no-nesterov", help="momentum: Nesterov's variant. \\[default: off]")
+    ] = None,
+    start: Annotated[str | None, typer.Option(
+        "--start", help="momentum: rest (v_0 = 0; errors from the transient K on) or manifold "
+                        "(start on the slow manifold). \\[default: rest]")] = None,
     allow_unstable: Annotated[bool | None, typer.Option(
         "--allow-unstable", help="When η·λ_max(θ_0) ≥ 2, run GD alone and record where it goes "
                                  "instead of refusing.")] = None,
@@ -75,13 +88,14 @@ def run(
                  weight_decay=weight_decay, seed=seed, record_every=record_every,
                  diagnose_every=diagnose_every, subset=subset, width=width, depth=depth,
                  local=local, predict=predict, optimizer=optimizer, batch_size=batch_size,
-                 momentum=momentum, allow_unstable=allow_unstable, name=name,
+                 shuffle=shuffle, momentum=momentum, nesterov=nesterov, start=start,
+                 allow_unstable=allow_unstable, name=name,
                  out=str(out) if out is not None else None)
     s = settings_from(RunSettings, config, flags, {"orders": parse_orders})
     folder = out_dir(s.name, s.out)
     result = run_and_report(
         lambda **kw: run_experiment(s, folder, overwrite=overwrite, **kw),
-        folder, "GD vs EoM")
+        folder, f"{s.optimizer.upper() if s.optimizer != 'momentum' else 'momentum'} vs EoM")
     print_run_summary(result.results, folder)
 
 

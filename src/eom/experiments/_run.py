@@ -28,6 +28,16 @@ from ._common import (
     opened,
     stored_resolved,
 )
+from ._optim import (
+    batch_sharpness_fn,
+    build_optimizer,
+    effective,
+    num_models,
+    resolve_optimizer,
+    sgd_extra_columns,
+    sgd_extra_fn,
+    state_template,
+)
 from ._result import RunResult
 from ._runner import Runner
 from ._settings import RunSettings, validate
@@ -39,12 +49,14 @@ CHUNK = 16
 BLOWUP = 1e8
 
 
-def make_optimizer(s: RunSettings):
-    """The `eom.engine.Optimizer` for the settings; None means compare's built-in full-batch GD
-    (the others are refused by `validate` until they land in the engine)."""
+def make_optimizer(s: RunSettings, problem=None):
+    """The `eom.engine.Optimizer` for the settings; None means compare's built-in full-batch GD.
+    SGD and momentum are built from the problem's data (`eom.experiments._optim`)."""
     if s.optimizer == "gd":
         return None
-    raise EomError(f"optimizer {s.optimizer!r} is not available yet; use optimizer='gd'.")
+    if problem is None:
+        raise EomError(f"optimizer {s.optimizer!r} is built from a problem; pass it.")
+    return build_optimizer(s, problem)[0]
 
 
 def resolve(s: RunSettings, problem) -> dict:
@@ -56,11 +68,17 @@ def resolve(s: RunSettings, problem) -> dict:
         source = f"auto: lr·λ_max(θ_0) = {s.target}"
     else:
         lr, lam, source = float(s.lr), lambda_max(problem, s.weight_decay), "given"
-    check_stable(lr, lam, allow=s.allow_unstable)
+    check_stable(lr, lam, allow=s.allow_unstable and s.optimizer == "gd")
     unstable = not lr * lam < 2
-    tol = {} if unstable else auto_tolerance(problem.loss, problem.params0, lr, tuple(s.orders),
-                                             s.weight_decay)
-    return {
+    # Other optimizers: compare chooses (and tightens) tolerances per model itself.
+    tol = {} if unstable or s.optimizer != "gd" else auto_tolerance(
+        problem.loss, problem.params0, lr, tuple(s.orders), s.weight_decay)
+    extra = resolve_optimizer(s, problem, lr, lam)
+    if s.optimizer != "gd" and s.predict:
+        extra.setdefault("notes", []).append(
+            "predicted errors are derived for full-batch GD only: --predict is off for "
+            f"--optimizer {s.optimizer}.")
+    return {**extra,
         "lr": lr,
         "lr_source": source,
         "lambda_max_initial": lam,
@@ -88,6 +106,12 @@ def summarize(rd: RunDir, s: RunSettings, res: dict, status: str, message: str |
         out["steps_done"] = 0
         return out
     out["steps_done"] = int(m["step"][-1])
+    if s.optimizer != "gd":
+        out["num_steps"] = int(res.get("steps_total", s.steps))
+        out["final"] = _final_models(m, res)
+        out["regime"] = regime_summary(m, res.get("lr"), res.get("eta_lambda_max_initial"))
+        out["optimizer_regime"] = optimizer_regime(m, s, res)
+        return out
     out["final"] = _final(m, s, problem)
     out["regime"] = regime_summary(m, res.get("lr"), res.get("eta_lambda_max_initial"))
     return out
@@ -116,6 +140,61 @@ def _final(m: dict, s: RunSettings, problem) -> dict:
         with contextlib.suppress(Exception):
             final["accuracy_gd_initial"] = float(problem.accuracy(problem.params0))
     return final
+
+
+def _model_keys(m: dict) -> list[str]:
+    return [k[len("error_"):] for k in m if k.startswith("error_")]
+
+
+def _final_models(m: dict, res: dict) -> dict:
+    """Per model (label), its error at the last recorded step where it is defined (epoch models:
+    the last epoch boundary); momentum from rest: only steps ≥ K count."""
+    steps = np.asarray(m["step"])
+    K = int(res.get("transient_steps", 0) or 0)
+    final = {"step": int(steps[-1]), "loss_gd": float(m["loss_gd"][-1]), "models": {}}
+    for key in _model_keys(m):
+        e = np.asarray(m[f"error_{key}"], dtype=float)
+        ok = np.isfinite(e) & (steps >= K)
+        if not ok.any():
+            continue
+        i = int(np.flatnonzero(ok)[-1])
+        r = {"step": int(steps[i]), "error": float(e[i]),
+             "relative_error": float(m[f"relative_error_{key}"][i]),
+             "solver_error": float(m[f"solver_error_{key}"][i]),
+             "flagged": bool(m[f"flagged_{key}"][i]),
+             "max_error_after_transient": float(np.nanmax(e[ok]))}
+        final["models"][key] = r
+    for col in ("reg_sgd", "reg_gd"):
+        if col in m:
+            final[col] = float(m[col][-1])
+    for col in (c for c in m if c.startswith("gap_")):
+        v = np.asarray(m[col], dtype=float)
+        if np.isfinite(v).any():
+            final[col] = float(v[np.isfinite(v)][-1])
+    return final
+
+
+def optimizer_regime(m: dict, s: RunSettings, res: dict) -> dict:
+    """SGD: per-batch η·λ_max vs 1 (switching EoM), m·η·λ_max(L) vs 1 (epoch/averaged flows);
+    momentum: η·λ_max vs the momentum radius. Start and worst values along the run."""
+    lam = np.asarray(m.get("eta_lambda_max", []), dtype=float)
+    lam = lam[np.isfinite(lam)]
+    worst = float(max([res.get("eta_lambda_max_initial") or 0.0, *lam.tolist()]))
+    if s.optimizer == "sgd":
+        mb = int(res["batches"])
+        bat = np.asarray(m.get("eta_lambda_max_batch", []), dtype=float)
+        bat = bat[np.isfinite(bat)]
+        worst_b = float(max([res.get("eta_lambda_max_batch_initial") or 0.0, *bat.tolist()]))
+        return {
+            "switching": {"value_initial": res.get("eta_lambda_max_batch_initial"),
+                          "value_max": worst_b, "radius": 1.0, "inside": worst_b < 1.0},
+            "epoch": {"value_initial": res.get("m_eta_lambda_max_initial"),
+                      "value_max": mb * worst, "radius": 1.0, "inside": mb * worst < 1.0},
+        }
+    bound = float(res["momentum_radius"])
+    return {"momentum": {"value_initial": res.get("eta_lambda_max_initial"), "value_max": worst,
+                         "radius": bound, "inside": worst < bound,
+                         "sqrt_beta": math.sqrt(float(res["beta"]))}}
 
 
 def regime_summary(m: dict, lr: float | None, initial: float | None) -> dict:
@@ -150,10 +229,11 @@ def regime_summary(m: dict, lr: float | None, initial: float | None) -> dict:
     }
 
 
-def state_step(state, s: RunSettings) -> int:
+def state_step(state, s: RunSettings, res: dict | None = None) -> int:
     from ..engine import save_grid
 
-    return int(save_grid(s.steps, s.record_every)[state.index])
+    e = effective(s, res or {})
+    return int(save_grid(e.steps, e.record_every)[state.index])
 
 
 def run(settings: RunSettings | None = None, store: str | Path | None = None, *,
@@ -196,11 +276,12 @@ def _execute(s, rd, problem, res, resuming, progress, log) -> dict:
         rd, s, res, status, msg, _wall(wall), problem))
     if res.get("gd_only"):
         return runner.execute(lambda r: _gd_alone(s, rd, problem, res, r, progress))
-    state = _resume_state(s, rd, problem, resuming, log)
+    state = _resume_state(s, rd, problem, resuming, log, res)
     wall["setup"] = time.perf_counter() - t_start
     wall["t0"] = time.perf_counter()
     if progress is not None:
-        progress(state_step(state, s) if state is not None else 0, s.steps, "GD vs EoM")
+        progress(state_step(state, s, res) if state is not None else 0, effective(s, res).steps,
+                 _what(s))
 
     def body(r: Runner) -> None:
         for recs, st in _chunks(s, problem, res, state):
@@ -208,14 +289,18 @@ def _execute(s, rd, problem, res, resuming, progress, log) -> dict:
             if cols and len(cols["step"]):
                 rd.append_rows(cols)
             arrays = st.to_arrays()
-            arrays["step"] = np.asarray(state_step(st, s))
+            arrays["step"] = np.asarray(state_step(st, s, res))
             rd.save_state(arrays)
             r.chunk_done()
             rd.write_results(summarize(rd, s, res, "running", None, _wall(wall)))
             if progress is not None and len(recs["step"]):
-                progress(int(recs["step"][-1]), s.steps, "GD vs EoM")
+                progress(int(recs["step"][-1]), effective(s, res).steps, _what(s))
 
     return runner.execute(body)
+
+
+def _what(s: RunSettings) -> str:
+    return {"gd": "GD", "sgd": "SGD", "momentum": "momentum"}[s.optimizer] + " vs EoM"
 
 
 def _wall(w: dict) -> dict:
@@ -223,7 +308,7 @@ def _wall(w: dict) -> dict:
     return {"setup": w["setup"], "compare": compare, "total": compare + w["setup"]}
 
 
-def _resume_state(s, rd, problem, resuming, log):
+def _resume_state(s, rd, problem, resuming, log, res):
     from ..measure import CompareState
 
     if not resuming:
@@ -233,7 +318,9 @@ def _resume_state(s, rd, problem, resuming, log):
         rd.truncate_metrics(-1)
         return None
     try:
-        state = CompareState.from_arrays(arrays, problem.params0, len(s.orders))
+        state = CompareState.from_arrays(arrays, problem.params0,
+                                         num_models(s, problem, res["lr"]),
+                                         state_template(s, problem))
         done_step = int(arrays["step"])
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise EomError(
@@ -241,22 +328,44 @@ def _resume_state(s, rd, problem, resuming, log):
             f"{exc}). Pass --overwrite to start afresh."
         ) from None
     rd.truncate_metrics(done_step)
-    log(f"resuming from step {done_step} of {s.steps}")
+    log(f"resuming from step {done_step} of {effective(s, res).steps}")
     return state
 
 
 def _chunks(s, problem, res, state):
     from ..measure import compare_chunks
 
-    opt = make_optimizer(s)
-    extra = {} if opt is None else {"optimizer": opt}
-    tol = {int(k): v for k, v in res["tolerance"].items()}
-    return compare_chunks(
-        problem.loss, problem.params0, res["lr"], s.steps, tuple(s.orders),
-        weight_decay=s.weight_decay, record_every=s.record_every, rtol=tol, atol=tol,
-        local=s.local, predict=s.predict, diagnose_every=s.diagnose_every or None,
-        chunk_size=CHUNK, state=state, **extra,
-    )
+    opt, loss = build_optimizer(s, problem)
+    e = effective(s, res)
+    if opt is None:
+        tol = {int(k): v for k, v in res["tolerance"].items()}
+        yield from compare_chunks(
+            problem.loss, problem.params0, res["lr"], e.steps, tuple(s.orders),
+            weight_decay=s.weight_decay, record_every=e.record_every, rtol=tol, atol=tol,
+            local=s.local, predict=s.predict, diagnose_every=s.diagnose_every or None,
+            chunk_size=CHUNK, state=state,
+        )
+        return
+    sgd = s.optimizer == "sgd"
+    extra_fn = sgd_extra_fn(opt, loss, res["lr"]) if sgd else None
+    sharp = batch_sharpness_fn(opt, loss) if sgd else None
+    keys = [m.label for m in opt.models(loss, res["lr"], tuple(s.orders))]
+    for recs, st in compare_chunks(
+        loss, problem.params0, res["lr"], e.steps, tuple(s.orders), optimizer=opt,
+        record_every=e.record_every, diagnose_every=s.diagnose_every or None,
+        chunk_size=CHUNK, state=state, keep_params=sgd,
+    ):
+        if sgd and len(recs.get("step", ())):
+            recs.update(sgd_extra_columns(recs, extra_fn, keys))
+            recs["eta_lambda_max_batch"] = _batch_sharpness(sharp, res["lr"], st, recs)
+        yield {k: v for k, v in recs.items() if not k.startswith("_params")}, st
+
+
+def _batch_sharpness(fn, lr, st, recs) -> np.ndarray:
+    """max_i η·λ_max(L_i) at the chunk's last recorded iterate (NaN at the others)."""
+    out = np.full(len(recs["step"]), np.nan)
+    out[-1] = lr * float(np.max(fn(st.theta_gd)))
+    return out
 
 
 def _gd_alone(s, rd, problem, res, runner: Runner, progress) -> None:

@@ -10,7 +10,11 @@ from ._html import SUMMARY_HEADER, figure, kv_table, reading, summary_rows, tabl
 
 
 def run_report(rd: RunDir, cfg: dict, results: dict) -> tuple[str, list]:
-    """(title, sections) of report.html from the folder's files."""
+    """(title, sections) of report.html from the folder's files (SGD/momentum runs: `_optim`)."""
+    if (cfg.get("settings") or {}).get("optimizer", "gd") != "gd":
+        from ._optim import optimizer_report
+
+        return optimizer_report(rd, cfg, results)
     metrics = rd.read_metrics()
     figs = run_figures(metrics, rd.figures) if metrics and len(metrics.get("step", [])) else []
     settings = cfg.get("settings", {})
@@ -55,6 +59,10 @@ def run_report(rd: RunDir, cfg: dict, results: dict) -> tuple[str, list]:
 
 
 def summary_table_rows(results: dict) -> list[list[str]]:
+    if "models" in (results.get("final") or {}):  # sgd / momentum: one row per model
+        from ._optim import summary_rows
+
+        return [[r[0], r[2], r[3], "", "", r[4], r[5]] for r in summary_rows(results)]
     rows = []
     for key, r in (results.get("final") or {}).get("orders", {}).items():
         ratio = r.get("ratio_to_previous")

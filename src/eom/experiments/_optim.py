@@ -1,0 +1,258 @@
+r"""The optimizer of an `eom run`: SGD and momentum built from the settings and the problem.
+
+**Per-batch loss and data.** SGD needs $L_i(\theta) = \ell(\theta, \text{batch}_i)$ and the batches
+(`eom.make_batches`, equal-sized, the last partial batch dropped). For the built-in models the
+per-batch loss is the problem's own loss (cross-entropy or MSE) on a batch `(X_b, y_b)` of the
+problem's data. **A user factory** (`--model module:factory`) opts in by returning a `loss_fn`
+that also accepts a batch: `loss_fn(params, batch)` with `batch = (X_b, y_b)` rows of the
+data set, and `loss_fn(params)` the full-batch loss; a factory whose `loss_fn` takes one argument
+is refused for `--optimizer sgd` with this convention in the message.
+
+**Steps.** SGD runs whole epochs: `steps` is rounded up to $E\cdot m$ ($m = \lfloor n/B\rfloor$
+batches) and `record_every` to a divisor of $m$ so that epoch boundaries are recorded (the
+epoch/averaged models are defined there only). Momentum from rest (`start="rest"`) runs
+$K + $`steps` steps, $K$ = `HeavyBall.transient_steps()`: errors before $K$ measure the
+transient, which no flow describes.
+
+**Regimes** (THEORY.md §8–9). Switching EoM: per-batch $\eta\lambda_{\max}(L_i) < 1$ (the GD
+series' radius). Epoch / averaged flows: the epoch map is an Euler-type map of step $h = m\eta$,
+so its series needs $m\eta\lambda_{\max}(L) \lesssim 1$. Momentum: $\eta\lambda_{\max}$ below
+`regime_bound()` = $(1-\sqrt\beta)^2$ (Nesterov $((1-\beta)/(1+\beta))^2$), where the two roots
+of $\mu^2 - (1+\beta-\eta\lambda)\mu + \beta$ are real and the slow one is analytic in $\eta$.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._errors import EomError
+from ._settings import RunSettings, shuffle_kind
+
+#: The per-batch convention a user factory's loss must follow for SGD (quoted in errors/docs).
+USER_BATCH_CONVENTION = (
+    "for --optimizer sgd a user model's loss_fn must also accept a batch: loss_fn(params, batch) "
+    "with batch = (X_b, y_b), rows of the data set, and loss_fn(params) the full-batch loss, e.g. "
+    "def loss_fn(params, batch=None): X, y = batch if batch is not None else (data.X, data.y)"
+)
+
+
+def batch_loss(s: RunSettings, problem):
+    """The per-batch loss $\\ell(\\theta, (X_b, y_b))$ of the settings' problem."""
+    from ..problems import MODELS, build_model, cross_entropy, mean_squared_error
+
+    if s.model in MODELS:
+        import equinox as eqx
+
+        model = build_model(s.model, problem.dataset, s.seed, **s.model_kwargs())
+        static = eqx.partition(model, eqx.is_inexact_array)[1]
+        classify = problem.dataset.task == "classification"
+
+        def loss(params, batch):
+            X, y = batch
+            out = eqx.combine(params, static)(X)
+            return cross_entropy(out, y) if classify else mean_squared_error(out, y)
+
+        return loss
+    fn = problem.loss
+    try:
+        sig = inspect.signature(fn)
+        ok = len([p for p in sig.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 2
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise EomError(f"{s.model}: its loss_fn takes only params; {USER_BATCH_CONVENTION}.")
+    return lambda params, batch: fn(params, batch)
+
+
+def sgd_batches(s: RunSettings, problem):
+    """`(X_b, y_b)` stacked over the m = ⌊n/B⌋ batches (the last partial batch dropped)."""
+    from ..engine import make_batches
+
+    n = int(problem.dataset.X.shape[0])
+    if s.batch_size > n:
+        raise EomError(
+            f"--batch-size {s.batch_size} is larger than the {n} samples of the data set; use "
+            f"--batch-size ≤ {n} (e.g. {max(1, n // 4)})."
+        )
+    return make_batches((problem.dataset.X, problem.dataset.y), s.batch_size)
+
+
+def build_optimizer(s: RunSettings, problem):
+    """`(optimizer, loss)` for compare: GD → (None, problem.loss); SGD → (SGD, per-batch loss);
+    momentum → (HeavyBall, problem.loss)."""
+    from ..engine import SGD, HeavyBall
+
+    if s.optimizer == "gd":
+        return None, problem.loss
+    if s.optimizer == "sgd":
+        opt = SGD(sgd_batches(s, problem), shuffle=shuffle_kind(s.shuffle), seed=s.seed,
+                  weight_decay=float(s.weight_decay))
+        return opt, batch_loss(s, problem)
+    if s.optimizer == "momentum":
+        opt = HeavyBall(beta=float(s.momentum), nesterov=bool(s.nesterov),
+                        weight_decay=float(s.weight_decay), start_kind=s.start)
+        return opt, problem.loss
+    raise EomError(f"optimizer {s.optimizer!r} is not one of gd, sgd, momentum.")
+
+
+def resolve_optimizer(s: RunSettings, problem, lr: float, lam: float) -> dict:
+    """The optimizer's part of results: steps actually run, m, K, the regimes at θ_0."""
+    if s.optimizer == "sgd":
+        opt, loss = build_optimizer(s, problem)
+        m = opt.m
+        epochs = max(1, math.ceil(s.steps / m))
+        every = math.gcd(s.record_every, m)
+        lam_b = batch_sharpness_fn(opt, loss)(problem.params0)
+        notes = []
+        if epochs * m != s.steps:
+            notes.append(f"--steps {s.steps} rounded up to {epochs} epochs × {m} batches = "
+                         f"{epochs * m} SGD steps.")
+        if every != s.record_every:
+            notes.append(f"--record-every {s.record_every} lowered to {every} (a divisor of "
+                         f"m = {m}) so that every epoch boundary is recorded.")
+        n = int(problem.dataset.X.shape[0])
+        if n % s.batch_size:
+            notes.append(f"{n % s.batch_size} left-over samples (n = {n} not a multiple of "
+                         f"B = {s.batch_size}) are dropped: the last partial batch is not used.")
+        return {
+            "steps_total": epochs * m, "record_every_used": every, "batches": m, "epochs": epochs,
+            "batch_size": s.batch_size, "shuffle": shuffle_kind(s.shuffle),
+            "eta_lambda_max_batch_initial": lr * float(np.max(lam_b)),
+            "m_eta_lambda_max_initial": m * lr * lam,
+            "switching_radius": 1.0, "epoch_radius": 1.0, "notes": notes,
+        }
+    if s.optimizer == "momentum":
+        opt, _ = build_optimizer(s, problem)
+        K = opt.transient_steps()
+        bound = float(opt.regime_bound())
+        notes = []
+        if K:
+            notes.append(f"started from rest (v_0 = 0): {K} transient steps (β^K ≤ 1e-12) are "
+                         f"run before the --steps {s.steps}; errors count from step K = {K}.")
+        return {
+            "steps_total": K + s.steps, "record_every_used": s.record_every,
+            "beta": float(s.momentum), "nesterov": bool(s.nesterov), "start": s.start,
+            "transient_steps": K, "momentum_radius": bound,
+            "eta_lambda_over_radius_initial": lr * lam / bound if bound > 0 else math.inf,
+            "notes": notes,
+        }
+    return {}
+
+
+def effective(s: RunSettings, res: dict) -> RunSettings:
+    """The settings with the steps and record interval actually run (see the module doc)."""
+    if "steps_total" not in res:
+        return s
+    return replace(s, steps=int(res["steps_total"]), record_every=int(res["record_every_used"]))
+
+
+def state_template(s: RunSettings, problem):
+    """A pytree shaped like the optimizer's state (for loading a checkpoint)."""
+    if s.optimizer == "momentum":
+        return jax.tree.map(jnp.zeros_like, problem.params0)
+    return ()
+
+
+def num_models(s: RunSettings, problem, lr: float) -> int:
+    opt, loss = build_optimizer(s, problem)
+    if opt is None:
+        return len(s.orders)
+    return len(opt.models(loss, lr, tuple(s.orders)))
+
+
+#: Power iterations for the per-batch λ_max (the top eigenvalue is well separated on the small
+#: problems these runs use; 100 iterations give it to a few digits, enough for a regime).
+POWER_ITERS = 100
+
+
+def batch_sharpness_fn(opt, loss):
+    """θ ↦ [λ_max(∇²L_{i,λ}(θ))]_i for each batch i, by power iteration on Hessian-vector
+    products (largest |λ|; jitted once, vmapped over the batches)."""
+    from jax.flatten_util import ravel_pytree
+
+    wd = float(opt.weight_decay)
+
+    @jax.jit
+    def run(theta):
+        flat, unravel = ravel_pytree(theta)
+
+        def one(b):
+            g = jax.grad(lambda x: loss(unravel(x), b) + 0.5 * wd * jnp.sum(x * x))
+
+            def hvp(v):
+                return jax.jvp(g, (flat,), (v,))[1]
+
+            v0 = jnp.cos(jnp.arange(flat.size, dtype=flat.dtype) + 1.0)
+            v0 = v0 / jnp.linalg.norm(v0)
+
+            def body(_, v):
+                w = hvp(v)
+                return w / (jnp.linalg.norm(w) + 1e-300)
+
+            v = jax.lax.fori_loop(0, POWER_ITERS, body, v0)
+            return jnp.dot(v, hvp(v))
+
+        return jax.vmap(one)(opt.batches)
+
+    return lambda theta: np.asarray(run(theta))
+
+
+# -- SGD extras: regularizer sizes and model-vs-model gaps at recorded steps --------------------
+
+
+def sgd_extra_fn(opt, loss, lr: float):
+    r"""θ ↦ ((η/4m)Σ_i‖∇L_i‖², (η/4)‖∇L‖²), vmapped over stacked parameters (jitted)."""
+    from .._tree import tree_dot
+    from ..engine._counter import regularized
+
+    def tree_sq_norm(a):
+        return tree_dot(a, a)
+
+    wd = float(opt.weight_decay)
+    batches = opt.batches
+    m = opt.m
+    g_full = jax.grad(regularized(opt.full_loss(loss), wd))
+
+    def one(theta):
+        def gi(b):
+            return tree_sq_norm(jax.grad(lambda p: loss(p, b) + 0.5 * wd * tree_sq_norm(p))(theta))
+
+        per = jnp.sum(jax.vmap(gi)(batches))
+        return lr / (4 * m) * per, lr / 4 * tree_sq_norm(g_full(theta))
+
+    return jax.jit(jax.vmap(one))
+
+
+def sgd_extra_columns(recs: dict, fn, keys) -> dict:
+    """Regularizer sizes for every recorded SGD iterate, and ‖θ_switchN − θ_{epoch|averaged}N‖."""
+    out = {}
+    params = recs.get("_params_gd")
+    if params is None:
+        return out
+    sgd_reg, gd_reg = fn(params)
+    out["reg_sgd"], out["reg_gd"] = np.asarray(sgd_reg), np.asarray(gd_reg)
+    for k in keys:
+        if not (isinstance(k, str) and k[:5] in ("epoch", "avera")):
+            continue
+        n = k.lstrip("epochaveraged")
+        sw = recs.get(f"_params_switch{n}")
+        other = recs.get(f"_params_{k}")
+        if sw is None or other is None:
+            continue
+        from jax.flatten_util import ravel_pytree
+
+        a = jax.vmap(lambda t: ravel_pytree(t)[0])(sw)
+        b = jax.vmap(lambda t: ravel_pytree(t)[0])(other)
+        gap = np.linalg.norm(np.asarray(a) - np.asarray(b), axis=1)
+        err = recs.get(f"error_{k}")
+        if err is not None:
+            gap = np.where(np.isfinite(err), gap, np.nan)
+        out[f"gap_switch{n}_{k}"] = gap
+    return out

@@ -1,0 +1,279 @@
+"""The report of `eom run --optimizer sgd|momentum`: figures and a plain-language reading.
+
+SGD (THEORY.md §8): the decomposition ‖θ_SGD − θ_GF‖ (total) → what the switching EoM leaves →
+the switching-vs-epoch (cyclic) / switching-vs-averaged (random) gap at epoch boundaries; the
+implicit regularizers (η/4m)Σ‖∇L_i‖² and (η/4)‖∇L‖² along the run; the regimes (per-batch
+η·λ_max against 1 for the switching EoM, m·η·λ_max(L) against 1 for the epoch/averaged flows).
+Momentum (§9): the error of each order from the transient K on, and η·λ_max against the momentum
+radius (1−√β)² (Nesterov ((1−β)/(1+β))²).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..experiments import RunDir
+from ._figures import _positive, _save, pyplot
+from ._format import number
+from ._html import figure, kv_table, table
+
+STYLE = {"gf": ("black", "-"), "switch": ("tab:blue", "-"), "epoch": ("tab:red", "--"),
+         "averaged": ("tab:red", "--"), "eom": ("tab:blue", "-"), "gap": ("tab:green", ":")}
+
+
+def model_name(key: str) -> str:
+    """A reader's name for a model label."""
+    if key == "gf":
+        return "gradient flow"
+    for prefix, name in (("switch", "switching EoM"), ("epoch", "epoch EoM"),
+                         ("averaged", "averaged flow"), ("eom", "EoM")):
+        if key.startswith(prefix):
+            return f"{name}-{key[len(prefix):]}"
+    return key
+
+
+def _keys(m: dict) -> list[str]:
+    return [k[len("error_"):] for k in m if k.startswith("error_")]
+
+
+def _line(ax, x, y, key, **kw):
+    y = _positive(y)
+    ok = np.isfinite(y)
+    kind = next((p for p in STYLE if key.startswith(p)), "gf")
+    color, ls = STYLE[kind]
+    order = key.lstrip("abcdefghijklmnopqrstuvwxyz_") or "0"
+    alpha = 0.45 + 0.55 * (1 - min(int(order or 0), 3) / 3)
+    ax.plot(np.asarray(x)[ok], y[ok], ls, color=color, alpha=alpha,
+            marker="o" if kind in ("epoch", "averaged") else None, ms=3,
+            label=kw.pop("label", model_name(key)), **kw)
+
+
+def decomposition_figure(m: dict, path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key in _keys(m):
+        _line(ax, m["step"], m[f"error_{key}"], key)
+    for col in (c for c in m if c.startswith("gap_")):
+        a, b = col[4:].split("_", 1)
+        _line(ax, m["step"], m[col], "gap", label=f"‖{model_name(a)} − {model_name(b)}‖")
+    ax.set_yscale("log")
+    ax.set_xlabel("SGD step k")
+    ax.set_ylabel("distance from the SGD iterate")
+    ax.set_title("Decomposition: total (GF) → switching EoM → epoch/averaged gap")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def regularizer_figure(m: dict, path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(m["step"], _positive(m["reg_sgd"]), "-", color="tab:red",
+            label="(η/4m) Σ_i ‖∇L_i‖²  (SGD's implicit regularizer)")
+    ax.plot(m["step"], _positive(m["reg_gd"]), "-", color="tab:blue",
+            label="(η/4) ‖∇L‖²  (GD's)")
+    ax.set_yscale("log")
+    ax.set_xlabel("SGD step k")
+    ax.set_ylabel("size along the SGD run")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def sgd_regime_figure(m: dict, batches: int, path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = np.asarray(m["step"])
+    for col, scale, label, color in (
+        ("eta_lambda_max_batch", 1, "max_i η·λ_max(L_i)  (switching EoM; radius 1)", "tab:blue"),
+        ("eta_lambda_max", batches, f"m·η·λ_max(L), m = {batches}  (epoch/averaged; radius 1)",
+         "tab:red"),
+    ):
+        if col in m:
+            v = np.asarray(m[col], float) * scale
+            ok = np.isfinite(v)
+            ax.plot(steps[ok], v[ok], "o-", ms=3, color=color, label=label)
+    ax.axhline(1.0, color="grey", ls="--", lw=1)
+    ax.set_xlabel("SGD step k")
+    ax.set_ylabel("regime variable")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def momentum_error_figure(m: dict, K: int, path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key in _keys(m):
+        _line(ax, m["step"], m[f"error_{key}"], key)
+    if K:
+        ax.axvspan(0, K, color="#eeeeee", label=f"transient (k < K = {K})")
+    ax.set_yscale("log")
+    ax.set_xlabel("step k")
+    ax.set_ylabel("‖θ^(N)(kη) − θ_k‖")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def momentum_regime_figure(m: dict, radius: float, path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if "eta_lambda_max" in m:
+        v = np.asarray(m["eta_lambda_max"], float)
+        ok = np.isfinite(v)
+        ax.plot(np.asarray(m["step"])[ok], v[ok], "o-", ms=3, label="η·λ_max(L)")
+    ax.axhline(radius, color="tab:red", ls="--", label=f"momentum radius {radius:.3g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step k")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _rows(results: dict) -> list[list[str]]:
+    rows = []
+    for key, r in ((results.get("final") or {}).get("models") or {}).items():
+        rows.append([model_name(key), str(r["step"]), number(r["error"], "e3"),
+                     number(r["relative_error"], "e2"), number(r["solver_error"], "e1"),
+                     "< solver" if r["flagged"] else "ok"])
+    return rows
+
+
+HEADER = ["model", "at step", "‖θ_model − θ_k‖", "relative", "solver", "flag"]
+
+
+def sgd_reading(results: dict) -> str:
+    fin = results.get("final") or {}
+    mods = fin.get("models") or {}
+    reg = (results.get("optimizer_regime") or {})
+    parts = []
+    gf = mods.get("gf")
+    if gf:
+        parts.append(f"After {gf['step']} SGD steps ({results.get('epochs')} epochs of "
+                     f"{results.get('batches')} batches, {results.get('shuffle')} order), "
+                     f"gradient flow on the full loss is {number(gf['error'], 'e2')} from SGD: "
+                     "that is the whole SGD-vs-GF gap.")
+    for key, r in mods.items():
+        if key.startswith("switch") and key != "switch0":
+            parts.append(f"The {model_name(key)} (the GD EoM of the current batch, switched "
+                         f"each step) leaves {number(r['error'], 'e2')}.")
+        if key.startswith(("epoch", "averaged")):
+            parts.append(f"At epoch boundaries the {model_name(key)} is "
+                         f"{number(r['error'], 'e2')} from SGD.")
+    for col, v in fin.items():
+        if col.startswith("gap_"):
+            a, b = col[4:].split("_", 1)
+            parts.append(f"The {model_name(a)} and the {model_name(b)} differ by "
+                         f"{number(v, 'e2')} at the last epoch boundary.")
+    if "reg_sgd" in fin:
+        parts.append(f"SGD's implicit regularizer (η/4m)Σ‖∇L_i‖² is {number(fin['reg_sgd'])} "
+                     f"at the end against GD's (η/4)‖∇L‖² = {number(fin['reg_gd'])}: the batch "
+                     "noise adds the difference.")
+    sw, ep = reg.get("switching") or {}, reg.get("epoch") or {}
+    if sw:
+        parts.append(
+            f"Regimes: the per-batch η·λ_max reached {number(sw['value_max'])} (the switching "
+            f"EoM's series needs it below its radius 1: {'inside' if sw['inside'] else 'outside'}"
+            f"); m·η·λ_max(L) reached {number(ep['value_max'])} (the epoch/averaged series, "
+            f"step h = mη, needs it below 1: {'inside' if ep['inside'] else 'outside'}).")
+        if not ep.get("inside"):
+            parts.append("Outside that radius the epoch/averaged flow is not expected to beat "
+                         "gradient flow: lower η or the number of batches.")
+    return "".join(f"<p>{p}</p>" for p in parts) or "<p>No recorded steps yet.</p>"
+
+
+def momentum_reading(results: dict) -> str:
+    fin = results.get("final") or {}
+    mods = fin.get("models") or {}
+    reg = (results.get("optimizer_regime") or {}).get("momentum") or {}
+    K = results.get("transient_steps", 0)
+    parts = [f"Momentum β = {results.get('beta')}{' (Nesterov)' if results.get('nesterov') else ''}"
+             f", start {results.get('start')}; errors count from step K = {K}."]
+    keys = sorted(mods, key=lambda k: 0 if k == "gf" else int(k[3:]))
+    prev = None
+    for k in keys:
+        r = mods[k]
+        extra = ""
+        if prev is not None and mods[prev]["error"] > 0:
+            extra = f" ({number(r['error'] / mods[prev]['error'])}× the previous order)"
+        parts.append(f"{model_name(k)}: {number(r['error'], 'e2')} at step {r['step']}{extra}.")
+        prev = k
+    if reg:
+        v, b = reg["value_max"], reg["radius"]
+        errs = [mods[k]["error"] for k in keys]
+        improving = len(errs) > 1 and all(b2 < a for a, b2 in zip(errs, errs[1:], strict=False))
+        if reg["inside"]:
+            parts.append(
+                f"<b>The EoM {'held' if improving else 'is in its regime'}</b>: η·λ_max ≤ "
+                f"{number(v)} stays inside the momentum radius {number(b)}, so each order should "
+                f"shrink the error by about η·λ_max/radius ≈ {number(v / b)}"
+                + ("" if improving else " (here it did not at every order: the error may be at "
+                   "the solver's floor, see the flags)") + ".")
+        else:
+            parts.append(
+                f"<b>The EoM did not hold for the sharp directions</b>: η·λ_max = {number(v)} is "
+                f"{number(v / b)}× the momentum radius {number(b)}. There the two roots of "
+                f"μ² − (1+β−ηλ)μ + β are complex, the sharp directions oscillate with |μ| = √β = "
+                f"{number(reg.get('sqrt_beta'))} per step and no flow describes them; the EoM "
+                "follows only the slow (flat) directions, once the sharp ones have died out. "
+                "Higher orders need not help. Lower η (or β) to get inside the radius.")
+    return "".join(f"<p>{p}</p>" for p in parts)
+
+
+def optimizer_report(rd: RunDir, cfg: dict, results: dict) -> tuple[str, list]:
+    metrics = rd.read_metrics()
+    settings = cfg.get("settings", {})
+    resolved = cfg.get("resolved", {})
+    opt = settings.get("optimizer")
+    rd.figures.mkdir(parents=True, exist_ok=True)
+    figs: list[tuple[Path, str]] = []
+    have = bool(metrics) and len(metrics.get("step", [])) > 0
+    if have and opt == "sgd":
+        figs.append((decomposition_figure(metrics, rd.figures / "decomposition.png"),
+                     "Distance from the SGD iterate of gradient flow (the total gap), of the "
+                     "switching EoM (what it leaves) and of the epoch/averaged flow (dots: epoch "
+                     "boundaries), with the switching-vs-epoch gap."))
+        if "reg_sgd" in metrics:
+            figs.append((regularizer_figure(metrics, rd.figures / "regularizer.png"),
+                         "The implicit regularizers along the SGD run."))
+        figs.append((sgd_regime_figure(metrics, int(resolved.get("batches", 1)),
+                                       rd.figures / "regime.png"),
+                     "Regime variables against the series' radius 1."))
+    elif have:
+        figs.append((momentum_error_figure(metrics, int(resolved.get("transient_steps", 0)),
+                                           rd.figures / "error.png"),
+                     "Error of gradient flow (rescaled time) and each EoM order; grey: the "
+                     "transient from rest, which no flow describes."))
+        figs.append((momentum_regime_figure(metrics, float(resolved.get("momentum_radius", 1.0)),
+                                            rd.figures / "regime.png"),
+                     "η·λ_max along the run against the momentum radius."))
+    status = results.get("status", "unknown")
+    sections = []
+    if status != "complete":
+        cls = "bad" if status in ("diverged", "failed") else "warn"
+        sections.append(("", f"<p class='{cls}'>Run status: <b>{status}</b>. "
+                             f"{results.get('message') or ''}</p>"))
+    reading = sgd_reading(results) if opt == "sgd" else momentum_reading(results)
+    notes = "".join(f"<p class='warn'>{n}</p>" for n in resolved.get("notes", []))
+    sections.append(("Reading", reading + notes))
+    sections.append(("Summary", table(HEADER, _rows(results))))
+    sections.append(("Figures", "".join(figure(p, c) for p, c in figs)))
+    info = {k: resolved.get(k) for k in (
+        "lr", "lr_source", "lambda_max_initial", "eta_lambda_max_initial", "n_params",
+        "n_samples", "steps_total", "batches", "batch_size", "epochs", "shuffle",
+        "eta_lambda_max_batch_initial", "m_eta_lambda_max_initial", "beta", "nesterov", "start",
+        "transient_steps", "momentum_radius") if k in resolved}
+    info.update({"model": settings.get("model"), "dataset": settings.get("dataset"),
+                 "orders": settings.get("orders"), "seed": settings.get("seed"),
+                 "wall time (s)": (results.get("wall_time") or {}).get("total")})
+    sections.append(("Settings", kv_table(info)))
+    title = f"eom run --optimizer {opt} — {settings.get('model')} on {settings.get('dataset')}"
+    return title, sections
+
+
+def summary_rows(results: dict) -> list[list[str]]:
+    """Rows (model, step, error, relative, solver, flag) for the CLI's summary table."""
+    return _rows(results)
+
+
+def finite(x) -> bool:
+    return x is not None and math.isfinite(float(x))
