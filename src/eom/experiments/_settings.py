@@ -74,6 +74,8 @@ SHUFFLES = ("cyclic", "random")
 def with_optimizer_defaults(optimizer: str | None, given: dict) -> dict:
     """`given` (setting → value, None = not given) filled with `OPTIMIZER_DEFAULTS[optimizer]`."""
     extra = OPTIMIZER_DEFAULTS.get(optimizer or "gd", {})
+    if given.get("model") not in (None, "mlp", "mlp-bn"):  # width/depth: the built-in MLPs'
+        extra = {k: v for k, v in extra.items() if k not in ("width", "depth")}
     return {**{k: v for k, v in extra.items() if given.get(k) is None}, **{
         k: v for k, v in given.items() if v is not None}}
 
