@@ -19,6 +19,7 @@ from ._common import (
     lr_for_target as lr_for_target,
 )
 from ._notebook import tqdm_progress as tqdm_progress
+from ._optim import USER_BATCH_CONVENTION as USER_BATCH_CONVENTION
 from ._paper import PaperSettings as PaperSettings, paper as paper
 from ._result import (
     ExperimentResult as ExperimentResult,
@@ -30,11 +31,14 @@ from ._result import (
 )
 from ._run import run as run
 from ._runner import Runner as Runner
+from ._seeds import SeedAverage as SeedAverage, seed_average as seed_average
 from ._settings import (
+    OPTIMIZER_DEFAULTS as OPTIMIZER_DEFAULTS,
     OPTIMIZERS as OPTIMIZERS,
     RunSettings as RunSettings,
     build_settings as build_settings,
     load_toml as load_toml,
+    optimizer_settings as optimizer_settings,
     parse_orders as parse_orders,
 )
 from ._store import RunDir as RunDir, atomic_write as atomic_write, dtype_in_use as dtype_in_use

@@ -23,6 +23,7 @@ of $\mu^2 - (1+\beta-\eta\lambda)\mu + \beta$ are real and the slow one is analy
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from dataclasses import replace
@@ -44,21 +45,14 @@ USER_BATCH_CONVENTION = (
 
 def batch_loss(s: RunSettings, problem):
     """The per-batch loss $\\ell(\\theta, (X_b, y_b))$ of the settings' problem."""
-    from ..problems import MODELS, build_model, cross_entropy, mean_squared_error
+    from ..problems import MODELS
 
     if s.model in MODELS:
-        import equinox as eqx
-
-        model = build_model(s.model, problem.dataset, s.seed, **s.model_kwargs())
-        static = eqx.partition(model, eqx.is_inexact_array)[1]
-        classify = problem.dataset.task == "classification"
-
-        def loss(params, batch):
-            X, y = batch
-            out = eqx.combine(params, static)(X)
-            return cross_entropy(out, y) if classify else mean_squared_error(out, y)
-
-        return loss
+        data = problem.dataset
+        return _builtin_batch_loss(s.model, tuple(sorted(s.model_kwargs().items())),
+                                   data.task, data.n_classes, tuple(data.input_shape),
+                                   int(data.X.shape[1]) if data.X.ndim == 2 else -1,
+                                   _out_dim(data), problem, s.seed)
     fn = problem.loss
     try:
         sig = inspect.signature(fn)
@@ -69,6 +63,36 @@ def batch_loss(s: RunSettings, problem):
     if not ok:
         raise EomError(f"{s.model}: its loss_fn takes only params; {USER_BATCH_CONVENTION}.")
     return lambda params, batch: fn(params, batch)
+
+
+def _out_dim(data) -> int:
+    return int(data.n_classes) if data.task == "classification" else int(data.y.shape[-1])
+
+
+_BATCH_LOSSES: dict = {}
+
+
+def _builtin_batch_loss(name, kwargs, task, n_classes, input_shape, inp, out, problem, seed):
+    """One function per model structure (the data shapes, not the data or the initial values),
+    so that every run of that structure in a process shares the engine's compiled code."""
+    key = (name, kwargs, task, n_classes, input_shape, inp, out)
+    if key in _BATCH_LOSSES:
+        return _BATCH_LOSSES[key]
+    import equinox as eqx
+
+    from ..problems import build_model, cross_entropy, mean_squared_error
+
+    model = build_model(name, problem.dataset, seed, **dict(kwargs))
+    static = eqx.partition(model, eqx.is_inexact_array)[1]
+    classify = task == "classification"
+
+    def loss(params, batch):
+        X, y = batch
+        out = eqx.combine(params, static)(X)
+        return cross_entropy(out, y) if classify else mean_squared_error(out, y)
+
+    _BATCH_LOSSES[key] = loss
+    return loss
 
 
 def sgd_batches(s: RunSettings, problem):
@@ -174,13 +198,17 @@ POWER_ITERS = 100
 
 def batch_sharpness_fn(opt, loss):
     """θ ↦ [λ_max(∇²L_{i,λ}(θ))]_i for each batch i, by power iteration on Hessian-vector
-    products (largest |λ|; jitted once, vmapped over the batches)."""
+    products (largest |λ|; jitted once per loss, vmapped over the batches)."""
+    run = _sharpness_jit(loss, float(opt.weight_decay))
+    return lambda theta: np.asarray(run(theta, opt.batches))
+
+
+@functools.cache
+def _sharpness_jit(loss, wd: float):
     from jax.flatten_util import ravel_pytree
 
-    wd = float(opt.weight_decay)
-
     @jax.jit
-    def run(theta):
+    def run(theta, batches):
         flat, unravel = ravel_pytree(theta)
 
         def one(b):
@@ -199,35 +227,43 @@ def batch_sharpness_fn(opt, loss):
             v = jax.lax.fori_loop(0, POWER_ITERS, body, v0)
             return jnp.dot(v, hvp(v))
 
-        return jax.vmap(one)(opt.batches)
+        return jax.vmap(one)(batches)
 
-    return lambda theta: np.asarray(run(theta))
+    return run
 
 
 # -- SGD extras: regularizer sizes and model-vs-model gaps at recorded steps --------------------
 
 
 def sgd_extra_fn(opt, loss, lr: float):
-    r"""θ ↦ ((η/4m)Σ_i‖∇L_i‖², (η/4)‖∇L‖²), vmapped over stacked parameters (jitted)."""
-    from .._tree import tree_dot
-    from ..engine._counter import regularized
+    r"""θ ↦ ((η/4m)Σ_i‖∇L_i‖², (η/4)‖∇L‖²) with ∇ of the weight-decayed losses, vmapped over
+    stacked parameters (jitted once per loss)."""
+    run = _extra_jit(loss, float(opt.weight_decay))
+    return lambda params: run(params, opt.batches, lr)
 
-    def tree_sq_norm(a):
+
+@functools.cache
+def _extra_jit(loss, wd: float):
+    from .._tree import tree_dot
+
+    def sq(a):
         return tree_dot(a, a)
 
-    wd = float(opt.weight_decay)
-    batches = opt.batches
-    m = opt.m
-    g_full = jax.grad(regularized(opt.full_loss(loss), wd))
+    def reg(p):
+        return 0.5 * wd * sq(p)
 
-    def one(theta):
-        def gi(b):
-            return tree_sq_norm(jax.grad(lambda p: loss(p, b) + 0.5 * wd * tree_sq_norm(p))(theta))
+    @jax.jit
+    def run(params, batches, lr):
+        def one(theta):
+            grads = jax.vmap(lambda b: jax.grad(lambda p: loss(p, b) + reg(p))(theta))(batches)
+            per = jax.vmap(sq)(grads)
+            mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)  # ∇L = mean of ∇L_i
+            m = per.shape[0]
+            return lr / (4 * m) * jnp.sum(per), lr / 4 * sq(mean)
 
-        per = jnp.sum(jax.vmap(gi)(batches))
-        return lr / (4 * m) * per, lr / 4 * tree_sq_norm(g_full(theta))
+        return jax.vmap(one)(params)
 
-    return jax.jit(jax.vmap(one))
+    return run
 
 
 def sgd_extra_columns(recs: dict, fn, keys) -> dict:

@@ -129,6 +129,26 @@ def momentum_regime_figure(m: dict, radius: float, path: Path) -> Path:
     return _save(fig, path)
 
 
+def seeds_figure(avg: dict, path: Path) -> Path:
+    """`SeedAverage.as_dict()`: distance of the mean SGD iterate (random reshuffling, S seeds)
+    from gradient flow and from the averaged first-order flow per epoch, with the mean's noise."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    e = np.asarray(avg["epochs"])
+    ax.plot(e[1:], _positive(avg["distance_gf"])[1:], "o-", color="black",
+            label="‖mean SGD − gradient flow‖")
+    ax.plot(e[1:], _positive(avg["distance_averaged"])[1:], "o--", color="tab:red",
+            label="‖mean SGD − averaged flow (order 1)‖")
+    ax.plot(e[1:], _positive(avg["noise"])[1:], ":", color="grey",
+            label=f"noise of the mean over {avg['num_seeds']} seeds")
+    ratio = avg["distance_averaged"][-1] / avg["distance_gf"][-1]
+    ax.set_title(f"random reshuffling, m = {avg['batches']}: averaged/GF = {ratio:.2g} at the end")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def _rows(results: dict) -> list[list[str]]:
     rows = []
     for key, r in ((results.get("final") or {}).get("models") or {}).items():
@@ -159,6 +179,11 @@ def sgd_reading(results: dict) -> str:
         if key.startswith(("epoch", "averaged")):
             parts.append(f"At epoch boundaries the {model_name(key)} is "
                          f"{number(r['error'], 'e2')} from SGD.")
+            if key.startswith("averaged"):
+                parts.append("The averaged flow describes the mean over reshufflings, not one "
+                             "run: its distance from this single run includes the reshuffling "
+                             "noise (eom.experiments.seed_average measures it against the mean "
+                             "over seeds).")
     for col, v in fin.items():
         if col.startswith("gap_"):
             a, b = col[4:].split("_", 1)
