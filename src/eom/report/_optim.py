@@ -44,9 +44,12 @@ def _line(ax, x, y, key, **kw):
     ok = np.isfinite(y)
     kind = next((p for p in STYLE if key.startswith(p)), "gf")
     color, ls = STYLE[kind]
-    order = key.lstrip("abcdefghijklmnopqrstuvwxyz_") or "0"
-    alpha = 0.45 + 0.55 * (1 - min(int(order or 0), 3) / 3)
-    ax.plot(np.asarray(x)[ok], y[ok], ls, color=color, alpha=alpha,
+    order = int(key.lstrip("abcdefghijklmnopqrstuvwxyz_") or 0)
+    if kind in ("switch", "eom"):  # one colour per order: light (0) to dark (3+)
+        color = ("#9ecae1", "#3182bd", "#08519c", "#08306b")[min(order, 3)]
+    elif kind in ("epoch", "averaged"):
+        color = ("#fc9272", "#de2d26", "#a50f15", "#67000d")[min(order, 3)]
+    ax.plot(np.asarray(x)[ok], y[ok], ls, color=color,
             marker="o" if kind in ("epoch", "averaged") else None, ms=3,
             label=kw.pop("label", model_name(key)), **kw)
 
@@ -63,7 +66,7 @@ def decomposition_figure(m: dict, path: Path) -> Path:
     ax.set_xlabel("SGD step k")
     ax.set_ylabel("distance from the SGD iterate")
     ax.set_title("Decomposition: total (GF) → switching EoM → epoch/averaged gap")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center right", framealpha=0.7)
     return _save(fig, path)
 
 
@@ -229,10 +232,11 @@ def momentum_reading(results: dict) -> str:
         if reg["inside"]:
             parts.append(
                 f"<b>The EoM {'held' if improving else 'is in its regime'}</b>: η·λ_max ≤ "
-                f"{number(v)} stays inside the momentum radius {number(b)}, so each order should "
-                f"shrink the error by about η·λ_max/radius ≈ {number(v / b)}"
-                + ("" if improving else " (here it did not at every order: the error may be at "
-                   "the solver's floor, see the flags)") + ".")
+                f"{number(v)} stays inside the momentum radius {number(b)}, where the series "
+                f"converges: each order should shrink the error at least about as fast as "
+                f"η·λ_max/radius ≈ {number(v / b)} per order"
+                + (" (it did)" if improving else " (here it did not at every order: the error "
+                   "may be at the solver's floor, see the flags)") + ".")
         else:
             parts.append(
                 f"<b>The EoM did not hold for the sharp directions</b>: η·λ_max = {number(v)} is "
