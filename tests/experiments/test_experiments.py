@@ -87,5 +87,6 @@ def test_bad_settings_are_eom_errors_before_anything_is_written(tmp_path):
     with pytest.raises(EomError, match="unknown model"):
         run(RunSettings(model="resnet9000"), tmp_path / "x")
     assert not (tmp_path / "x").exists()
-    with pytest.raises(EomError, match="not available yet"):
+    with pytest.raises(EomError, match="needs --batch-size"):
         run(RunSettings(optimizer="sgd"), tmp_path / "y")
+    assert not (tmp_path / "y").exists()

@@ -165,6 +165,7 @@ def resolve_optimizer(s: RunSettings, problem, lr: float, lam: float) -> dict:
             "beta": float(s.momentum), "nesterov": bool(s.nesterov), "start": s.start,
             "transient_steps": K, "momentum_radius": bound,
             "eta_lambda_over_radius_initial": lr * lam / bound if bound > 0 else math.inf,
+            "optimizer_regime_inside": lr * lam < bound,
             "notes": notes,
         }
     return {}

@@ -346,6 +346,25 @@ def _chunks(s, problem, res, state):
             chunk_size=CHUNK, state=state,
         )
         return
+    try:
+        yield from _optimizer_chunks(s, problem, res, state, opt, loss, e)
+    except EomError as exc:
+        if s.optimizer != "momentum" or s.start != "rest" or res.get(
+                "optimizer_regime_inside", True):
+            raise
+        raise EomError(
+            f"{exc} η·λ_max(θ_0) = {res['eta_lambda_max_initial']:.3g} is "
+            f"{res['eta_lambda_max_initial'] / res['momentum_radius']:.3g}× the momentum radius "
+            f"{res['momentum_radius']:.3g}: the sharp directions oscillate with |μ| = √β and no "
+            "flow describes them, so the EoM's effective start (its flow integrated back over "
+            "the K transient steps) does not exist. Use --start manifold to see the EoM follow "
+            "the slow directions only, or lower --target/--lr (or β) to get inside the radius."
+        ) from None
+
+
+def _optimizer_chunks(s, problem, res, state, opt, loss, e):
+    from ..measure import compare_chunks
+
     sgd = s.optimizer == "sgd"
     extra_fn = sgd_extra_fn(opt, loss, res["lr"]) if sgd else None
     sharp = batch_sharpness_fn(opt, loss) if sgd else None

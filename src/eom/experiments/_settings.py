@@ -59,6 +59,19 @@ class RunSettings(ModelSettings):
     name: str | None = None
     out: str | None = None
 
+    def as_dict(self) -> dict:
+        """The settings; a GD run leaves out the SGD/momentum ones (so run folders written before
+        they changed type, e.g. `shuffle = true`, still resume)."""
+        d = dataclasses.asdict(self)
+        if self.optimizer == "gd":
+            for k in OPTIMIZER_ONLY:
+                d.pop(k, None)
+        return d
+
+
+#: Settings that mean something only for `--optimizer sgd|momentum`.
+OPTIMIZER_ONLY = ("batch_size", "shuffle", "momentum", "nesterov", "start")
+
 
 #: Defaults that replace RunSettings' own when `--optimizer` is sgd or momentum and the flag
 #: (or config key) is not given: tiny problems, so a default run ends in minutes on 2 cores.
