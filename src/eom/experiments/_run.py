@@ -78,6 +78,10 @@ def resolve(s: RunSettings, problem) -> dict:
         extra.setdefault("notes", []).append(
             "predicted errors are derived for full-batch GD only: --predict is off for "
             f"--optimizer {s.optimizer}.")
+    if s.optimizer != "gd" and s.local:
+        extra.setdefault("notes", []).append(
+            f"one-step (local) errors are measured for full-batch GD only: --local is off for "
+            f"--optimizer {s.optimizer}.")
     return {**extra,
         "lr": lr,
         "lr_source": source,
