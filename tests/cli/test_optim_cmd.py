@@ -160,3 +160,23 @@ def test_mean_over_seeds_is_closer_to_the_averaged_flow_than_to_gf(tmp_path):
     assert avg.distance_averaged[-1] < avg.distance_gf[-1]
     assert avg.distance_gf[-1] > avg.noise[-1]
     assert seeds_figure(avg.as_dict(), tmp_path / "seeds.png").exists()
+
+
+@pytest.mark.slow  # ~25 s of CPU: three runs with a momentum compile each
+def test_momentum_resume_restores_the_buffer_bit_identically(tmp_path, monkeypatch):
+    monkeypatch.setattr(_run, "CHUNK", 1)
+    s = optimizer_settings("momentum", model="linear", dataset="teacher-student", subset=16,
+                           momentum=0.2, steps=6, orders=[0, 1], record_every=2, target=0.02,
+                           diagnose_every=0, predict=False)
+    assert _run.run(s, tmp_path / "whole").status == "complete"
+
+    def stop(done, total, what):
+        if done >= 22:  # K = 18 transient steps, then the first recorded points
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run.run(s, tmp_path / "cut", progress=stop)
+    assert _run.run(s, tmp_path / "cut").status == "complete"
+    # The momentum buffer is part of the checkpoint: a lost buffer changes every later digit.
+    assert ((tmp_path / "whole" / "metrics.csv").read_text()
+            == (tmp_path / "cut" / "metrics.csv").read_text())
