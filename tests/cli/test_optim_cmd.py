@@ -65,6 +65,10 @@ def test_sgd_run_records_the_decomposition_and_regimes(sgd_run):
         assert (sgd_run / "figures" / fig).exists(), fig
     html = (sgd_run / "report.html").read_text()
     assert "switching EoM" in html and "implicit regularizer" in html
+    from eom.experiments import RunResult
+
+    r = RunResult.from_dir(sgd_run)  # notebook view: table rows per model, the same figures
+    assert "switch1" in r._repr_html_() and len(r.plot()) == 3
 
 
 def test_sgd_resume_after_an_interruption_is_bit_identical(tmp_path, monkeypatch):

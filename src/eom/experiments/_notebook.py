@@ -49,7 +49,7 @@ def _run(res: dict, cfg: dict) -> Summary:
              "parameters": res.get("n_params")}
     final = res.get("final") or {}
     rows, flags = [], []
-    for key, r in (final.get("orders") or {}).items():
+    for key, r in (final.get("orders") or final.get("models") or {}).items():  # gd | sgd, momentum
         label = _model(key) if str(key).isdigit() else str(key)
         rows.append([label, _g(r.get("error"), ".3e"), _g(r.get("relative_error"), ".2e"),
                      _g(r.get("ratio_to_previous")), _g(r.get("predicted"), ".3e"),

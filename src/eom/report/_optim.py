@@ -248,33 +248,43 @@ def momentum_reading(results: dict) -> str:
     return "".join(f"<p>{p}</p>" for p in parts)
 
 
+def optimizer_figures(metrics: dict, resolved: dict, optimizer: str, folder: Path | None):
+    """[(figure or path, caption)] of an sgd/momentum run (open figures when `folder` is None)."""
+    def at(name):
+        return None if folder is None else folder / name
+
+    figs = []
+    if not metrics or not len(metrics.get("step", [])):
+        return figs
+    if optimizer == "sgd":
+        figs.append((decomposition_figure(metrics, at("decomposition.png")),
+                     "Distance from the SGD iterate of gradient flow (the total gap), of the "
+                     "switching EoM (what it leaves) and of the epoch/averaged flow (dots: epoch "
+                     "boundaries), with the switching-vs-epoch gap."))
+        if "reg_sgd" in metrics:
+            figs.append((regularizer_figure(metrics, at("regularizer.png")),
+                         "The implicit regularizers along the SGD run."))
+        figs.append((sgd_regime_figure(metrics, int(resolved.get("batches", 1)),
+                                       at("regime.png")),
+                     "Regime variables against the series' radius 1."))
+    else:
+        figs.append((momentum_error_figure(metrics, int(resolved.get("transient_steps", 0)),
+                                           at("error.png")),
+                     "Error of gradient flow (rescaled time) and each EoM order; grey: the "
+                     "transient from rest, which no flow describes."))
+        figs.append((momentum_regime_figure(metrics, float(resolved.get("momentum_radius", 1.0)),
+                                            at("regime.png")),
+                     "η·λ_max along the run against the momentum radius."))
+    return figs
+
+
 def optimizer_report(rd: RunDir, cfg: dict, results: dict) -> tuple[str, list]:
     metrics = rd.read_metrics()
     settings = cfg.get("settings", {})
     resolved = cfg.get("resolved", {})
     opt = settings.get("optimizer")
     rd.figures.mkdir(parents=True, exist_ok=True)
-    figs: list[tuple[Path, str]] = []
-    have = bool(metrics) and len(metrics.get("step", [])) > 0
-    if have and opt == "sgd":
-        figs.append((decomposition_figure(metrics, rd.figures / "decomposition.png"),
-                     "Distance from the SGD iterate of gradient flow (the total gap), of the "
-                     "switching EoM (what it leaves) and of the epoch/averaged flow (dots: epoch "
-                     "boundaries), with the switching-vs-epoch gap."))
-        if "reg_sgd" in metrics:
-            figs.append((regularizer_figure(metrics, rd.figures / "regularizer.png"),
-                         "The implicit regularizers along the SGD run."))
-        figs.append((sgd_regime_figure(metrics, int(resolved.get("batches", 1)),
-                                       rd.figures / "regime.png"),
-                     "Regime variables against the series' radius 1."))
-    elif have:
-        figs.append((momentum_error_figure(metrics, int(resolved.get("transient_steps", 0)),
-                                           rd.figures / "error.png"),
-                     "Error of gradient flow (rescaled time) and each EoM order; grey: the "
-                     "transient from rest, which no flow describes."))
-        figs.append((momentum_regime_figure(metrics, float(resolved.get("momentum_radius", 1.0)),
-                                            rd.figures / "regime.png"),
-                     "η·λ_max along the run against the momentum radius."))
+    figs = optimizer_figures(metrics, resolved, opt, rd.figures)
     status = results.get("status", "unknown")
     sections = []
     if status != "complete":

@@ -12,6 +12,11 @@ from ._validity import validity_figure
 def plot_run(result) -> list:
     """Error, loss, predicted-error and regime figures of a `run`."""
     m = result.metrics
+    opt = result.settings.get("optimizer", "gd")
+    if opt != "gd":  # sgd / momentum: their own figures
+        from ._optim import optimizer_figures
+
+        return [f for f, _ in optimizer_figures(m, result.config.get("resolved", {}), opt, None)]
     return run_figures(m, None) if m and len(m.get("step", [])) else []
 
 
