@@ -48,7 +48,16 @@ def seed_average(loss, params0, batches, lr: float, num_epochs: int, num_seeds: 
                  weight_decay: float = 0.0, rtol: float = 1e-10, atol: float = 1e-12
                  ) -> SeedAverage:
     """Run random-reshuffling SGD for seeds 0…`num_seeds`−1 (`eom.sgd`) and compare the mean
-    iterate at each epoch boundary with GF and the averaged flow (diffrax Dopri8, `rtol`)."""
+    iterate at each epoch boundary with GF and the averaged flow (diffrax Dopri8, `rtol`).
+
+    >>> import jax.numpy as jnp
+    >>> from eom.experiments import seed_average
+    >>> loss = lambda p, b: 0.5 * jnp.sum((p - b) ** 2)
+    >>> batches = jnp.array([[1.0], [3.0], [-2.0]])          # m = 3 batches of one sample
+    >>> avg = seed_average(loss, jnp.zeros(1), batches, lr=0.1, num_epochs=3, num_seeds=8)
+    >>> avg.epochs.tolist(), avg.distance_gf.shape, bool(avg.noise[-1] > 0)
+    ([0, 1, 2, 3], (4,), True)
+    """
     import jax
 
     from ..engine import sgd

@@ -96,6 +96,7 @@ def with_optimizer_defaults(optimizer: str | None, given: dict) -> dict:
 def optimizer_settings(optimizer: str = "gd", **values) -> RunSettings:
     """`RunSettings` with the optimizer's tiny defaults (`OPTIMIZER_DEFAULTS`) under `values`.
 
+    >>> from eom.experiments import optimizer_settings
     >>> optimizer_settings("sgd", steps=8).batch_size
     64
     """
