@@ -216,3 +216,6 @@ OverwriteOpt = Annotated[bool, typer.Option(
     "--overwrite", help="Start afresh instead of resuming when --out already holds a run (the "
                         "old run is deleted only once the new one has written its first "
                         "chunk).")]
+DevicesOpt = Annotated[int | None, typer.Option(
+    "--devices", help="Split the full batch over this many local devices (data parallel; "
+                      "results equal the one-device run to rounding). \\[default: all]")]

@@ -6,13 +6,23 @@ from typing import Annotated
 
 import typer
 
-from ._options import NameOpt, OutOpt, OverwriteOpt, SeedOpt, console, out_dir, run_and_report
+from ._options import (
+    DevicesOpt,
+    NameOpt,
+    OutOpt,
+    OverwriteOpt,
+    SeedOpt,
+    console,
+    out_dir,
+    run_and_report,
+)
 
 
 def paper(
     quick: Annotated[bool, typer.Option(
         "--quick", help="Tiny problems: all four parts in a few minutes on 2 cores.")] = False,
     seed: SeedOpt = None,
+    devices: DevicesOpt = None,
     name: NameOpt = None,
     out: OutOpt = None,
     overwrite: OverwriteOpt = False,
@@ -22,7 +32,7 @@ def paper(
     scale- and translation-invariant layers with and without weight decay (symmetry), and
     where the EoM stops holding (validity). Each part resumes in its own sub-folder."""
     from ..experiments import PaperSettings, paper as paper_experiment
-    s = PaperSettings(quick=quick, seed=seed or 0, name=name,
+    s = PaperSettings(quick=quick, seed=seed or 0, devices=devices, name=name,
                       out=str(out) if out is not None else None)
     folder = out_dir(s.name, s.out)
     result = run_and_report(

@@ -14,6 +14,7 @@ from ._options import (
     ConfigOpt,
     DatasetOpt,
     DepthOpt,
+    DevicesOpt,
     LrOpt,
     ModelOpt,
     NameOpt,
@@ -72,6 +73,7 @@ def run(
     allow_unstable: Annotated[bool | None, typer.Option(
         "--allow-unstable", help="When η·λ_max(θ_0) ≥ 2, run GD alone and record where it goes "
                                  "instead of refusing.")] = None,
+    devices: DevicesOpt = None,
     name: NameOpt = None, out: OutOpt = None, config: ConfigOpt = None,
     overwrite: OverwriteOpt = False,
 ):
@@ -89,7 +91,7 @@ def run(
                  diagnose_every=diagnose_every, subset=subset, width=width, depth=depth,
                  local=local, predict=predict, optimizer=optimizer, batch_size=batch_size,
                  shuffle=shuffle, momentum=momentum, nesterov=nesterov, start=start,
-                 allow_unstable=allow_unstable, name=name,
+                 allow_unstable=allow_unstable, devices=devices, name=name,
                  out=str(out) if out is not None else None)
     s = settings_from(RunSettings, config, flags, {"orders": parse_orders})
     folder = out_dir(s.name, s.out)
@@ -100,12 +102,14 @@ def run(
 
 
 def print_run_summary(results: dict, folder: Path) -> None:
+    from ..experiments._devices import describe
     from ..report import number, summary_table_rows
 
+    on = f" on {describe(results['devices'])}" if results.get("devices") else ""
     t = Table(
         title=f"{results.get('model')} on {results.get('dataset')}: η = "
         f"{number(results.get('lr'))}, η·λ_max(θ_0) = "
-        f"{number(results.get('eta_lambda_max_initial'))}, {results.get('steps_done')} steps",
+        f"{number(results.get('eta_lambda_max_initial'))}, {results.get('steps_done')} steps{on}",
         box=box.SIMPLE_HEAD,
     )
     for h in ("", "‖θ−θ_GD‖", "relative", "÷prev", "predicted", "solver", "flag"):

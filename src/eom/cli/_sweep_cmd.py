@@ -12,6 +12,7 @@ from ._options import (
     ConfigOpt,
     DatasetOpt,
     DepthOpt,
+    DevicesOpt,
     ModelOpt,
     NameOpt,
     OrdersOpt,
@@ -48,6 +49,7 @@ def sweep(
     subset: SubsetOpt = None,
     width: WidthOpt = None,
     depth: DepthOpt = None,
+    devices: DevicesOpt = None,
     name: NameOpt = None,
     out: OutOpt = None,
     config: ConfigOpt = None,
@@ -63,7 +65,7 @@ def sweep(
     flags = dict(model=model, dataset=dataset, lrs=parse_lrs(lrs), num_lrs=num_lrs,
                  target=target, horizon_steps=horizon_steps, orders=orders,
                  weight_decay=weight_decay, seed=seed, subset=subset, width=width, depth=depth,
-                 name=name, out=str(out) if out is not None else None)
+                 devices=devices, name=name, out=str(out) if out is not None else None)
     s = settings_from(SweepSettings, config, flags, {"lrs": parse_lrs, "orders": parse_orders})
     folder = out_dir(s.name, s.out)
     result = run_and_report(

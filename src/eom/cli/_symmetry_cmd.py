@@ -22,6 +22,7 @@ from ._options import (
     ConfigOpt,
     DatasetOpt,
     DepthOpt,
+    DevicesOpt,
     LrOpt,
     NameOpt,
     OutOpt,
@@ -73,6 +74,7 @@ def symmetry(
         "--quick/--no-quick", help=f"A short run ({QUICK_STEPS} steps, {QUICK_SUBSET} samples "
                                    "unless given) for a first look or a test. \\[default: off]")
     ] = None,
+    devices: DevicesOpt = None,
     name: NameOpt = None,
     out: OutOpt = None,
     config: ConfigOpt = None,
@@ -96,8 +98,8 @@ def symmetry(
     wds = parse_weight_decays(weight_decays if weight_decay is None else weight_decay)
     flags = dict(model=model, dataset=dataset, lr=lr, target=target, steps=steps,
                  weight_decays=wds, decay=decay, seed=seed, subset=subset, width=width,
-                 depth=depth, save_every=save_every, groups=groups, quick=quick, name=name,
-                 out=str(out) if out is not None else None)
+                 depth=depth, save_every=save_every, groups=groups, quick=quick, devices=devices,
+                 name=name, out=str(out) if out is not None else None)
     s = settings_from(SymmetrySettings, config, flags, {"weight_decays": parse_weight_decays})
     folder = out_dir(s.name, s.out)
     result = run_and_report(

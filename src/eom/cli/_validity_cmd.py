@@ -22,6 +22,7 @@ from ._options import (
     ConfigOpt,
     DatasetOpt,
     DepthOpt,
+    DevicesOpt,
     ModelOpt,
     NameOpt,
     OutOpt,
@@ -66,6 +67,7 @@ def validity(
     )] = None,
     width: WidthOpt = None,
     depth: DepthOpt = None,
+    devices: DevicesOpt = None,
     name: NameOpt = None,
     out: OutOpt = None,
     config: ConfigOpt = None,
@@ -84,7 +86,7 @@ def validity(
     flags = dict(model=model, dataset=dataset, orders=orders, points=points,
                  min_target=min_target, max_target=max_target, horizon_steps=horizon_steps,
                  quick=quick, weight_decay=weight_decay, seed=seed, subset=subset, width=width,
-                 depth=depth, name=name, out=str(out) if out is not None else None)
+                 depth=depth, devices=devices, name=name, out=str(out) if out is not None else None)
     s = settings_from(ValiditySettings, config, flags, {"orders": parse_orders})
     folder = out_dir(s.name, s.out)
     result = run_and_report(

@@ -43,8 +43,43 @@ def build_problem(s, *, clamp_subset: bool = False):
     return make_problem(s.model, s.dataset, seed=s.seed, subset=subset, **s.model_kwargs())
 
 
+def problem_on_devices(s, *, clamp_subset: bool = False):
+    """`(problem, devices)`: the settings' problem with its loss split over `s.devices` local
+    devices (default all; see `eom.experiments._devices`) and the record of those devices."""
+    from ._devices import plan_devices, shard_problem
+
+    problem = build_problem(s, clamp_subset=clamp_subset)
+    plan = plan_devices(s, problem)
+    return shard_problem(problem, s, plan), plan
+
+
+def record_devices(rd: RunDir, devices: dict, log) -> None:
+    """Write the devices into config.json; a resume on another device count is allowed (the
+    results agree to rounding, not bit for bit) and noted in `devices_history`."""
+    from ._devices import describe
+    from ._store import read_json
+
+    cfg = read_json(rd.config_path)
+    old = cfg.get("devices")
+    history = list(cfg.get("devices_history") or ([old] if old else []))
+    if old and old.get("count") != devices.get("count"):
+        log(f"resuming on {describe(devices)}; this run started on {describe(old)}: the "
+            "results agree to rounding, not bit for bit.")
+    if not history or history[-1] != devices:
+        history.append(devices)
+    rd.update_config(devices=devices, devices_history=history)
+
+
+#: Lanczos residual tolerance of λ_max(θ_0) for choosing the learning rate and the stability
+#: check: ‖Hy − θy‖ ≤ 1e-3·θ bounds |θ − λ_max| ≤ 1e-3·θ (and ≤ ‖r‖²/gap, far smaller when the
+#: top eigenvalue is separated), while the learning rate keeps 2 significant digits. On the
+#: 1M-parameter MLP: 29 HVPs instead of 75–80 at 1e-10, same learning rate, λ_max off by 4e-6.
+LAMBDA_TOL = 1e-3
+
+
 def lambda_max(problem, weight_decay: float = 0.0) -> float:
-    """λ_max(θ_0): the largest Hessian eigenvalue of L + λ/2‖θ‖² at the start (Lanczos).
+    """λ_max(θ_0): the largest Hessian eigenvalue of L + λ/2‖θ‖² at the start (Lanczos to a
+    relative residual `LAMBDA_TOL`, so it is accurate to ≤ 0.1 %).
 
     >>> import eom
     >>> problem = eom.experiments.build_problem(eom.experiments.RunSettings("linear", subset=16))
@@ -53,8 +88,8 @@ def lambda_max(problem, weight_decay: float = 0.0) -> float:
     """
     from ..analysis import sharpness
 
-    return float(sharpness(problem.loss, problem.params0, weight_decay=weight_decay)
-                 .eigenvalues[0])
+    return float(sharpness(problem.loss, problem.params0, weight_decay=weight_decay,
+                           tol=LAMBDA_TOL).eigenvalues[0])
 
 
 def lr_for_target(lam: float, target: float) -> float:
@@ -168,6 +203,9 @@ def stored_resolved(store: str | Path | None, overwrite: bool) -> dict | None:
     return read_json(rd.config_path).get("resolved") or None
 
 
-def header(rd: RunDir) -> str:
-    """The first line of a run: version, folder and the dtype actually used."""
-    return f"eom {__version__}: writing to {rd.path} ({dtype_in_use()})"
+def header(rd: RunDir, devices: dict | None = None) -> str:
+    """The first line of a run: version, folder, the dtype actually used and the devices."""
+    from ._devices import describe
+
+    on = f", {describe(devices)}" if devices is not None else ""
+    return f"eom {__version__}: writing to {rd.path} ({dtype_in_use()}{on})"

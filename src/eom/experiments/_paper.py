@@ -38,6 +38,7 @@ class PaperSettings:
 
     quick: bool = False
     seed: int = 0
+    devices: int | None = None  # local devices every part splits its batch over (None: all)
     name: str | None = None
     out: str | None = None
 
@@ -46,11 +47,12 @@ class PaperSettings:
 
     def parts(self) -> dict[str, object]:
         """The settings of each part."""
+        common = dict(seed=self.seed, devices=self.devices)
         if not self.quick:
-            return {"run": RunSettings(seed=self.seed), "sweep": SweepSettings(seed=self.seed),
-                    "symmetry": SymmetrySettings(seed=self.seed),
-                    "validity": ValiditySettings(seed=self.seed)}
-        tiny = dict(seed=self.seed, subset=96, width=8, depth=1)
+            return {"run": RunSettings(**common), "sweep": SweepSettings(**common),
+                    "symmetry": SymmetrySettings(**common),
+                    "validity": ValiditySettings(**common)}
+        tiny = dict(**common, subset=96, width=8, depth=1)
         return {
             "run": RunSettings(**tiny, steps=40, record_every=4, diagnose_every=20,
                                orders=[0, 1, 2]),

@@ -19,13 +19,14 @@ import numpy as np
 from .._errors import DivergenceError, EomError
 from ._common import (
     ProgressFn,
-    build_problem,
     check_stable,
     choose_lr,
     fingerprints,
     header,
     lambda_max,
     opened,
+    problem_on_devices,
+    record_devices,
     stored_resolved,
 )
 from ._optim import (
@@ -256,9 +257,11 @@ def run(settings: RunSettings | None = None, store: str | Path | None = None, *,
     s = settings or RunSettings()
     validate(s)
     log = log or (lambda msg: None)
-    problem = build_problem(s)  # bad model/data fail here, before the folder is touched
+    # bad model/data/devices fail here, before the folder is touched
+    problem, devices = problem_on_devices(s)
     fp = fingerprints(problem, s.model)
     res = stored_resolved(store, overwrite) or resolve(s, problem)  # may refuse: no folder yet
+    res = {**res, "devices": devices}  # the devices of this session (a resume may differ)
     with opened(store) as rd:
         resuming = rd.prepare(s.as_dict(), overwrite=overwrite, command="run",
                               fingerprints=fp, defaults=RunSettings().as_dict())
@@ -266,7 +269,8 @@ def run(settings: RunSettings | None = None, store: str | Path | None = None, *,
             log(f"{rd.path} is already complete (use --overwrite to rerun).")
             return RunResult.from_dir(rd.path)
         if store is not None:
-            log(header(rd))
+            log(header(rd, devices))
+        record_devices(rd, devices, log)
         rd.update_config(resolved=res)
         _execute(s, rd, problem, res, resuming, progress, log)
         return RunResult.from_dir(rd.path)

@@ -56,6 +56,7 @@ class RunSettings(ModelSettings):
     nesterov: bool = False  # momentum: Nesterov's variant
     start: str = "rest"  # momentum: "rest" (v_0 = 0, errors from the transient K on) | "manifold"
     allow_unstable: bool = False  # η·λ_max(θ_0) ≥ 2: run GD alone instead of refusing
+    devices: int | None = None  # local devices the batch is split over (None: all)
     name: str | None = None
     out: str | None = None
 
@@ -301,6 +302,10 @@ def _validate_ranges(s) -> None:
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 flag = name.replace("_", "-")
                 raise EomError(f"--{flag} must be a whole number ≥ {lo}, got {v!r}.")
+    devices = getattr(s, "devices", None)
+    if devices is not None and (not isinstance(devices, int) or isinstance(devices, bool)
+                                or devices < 1):
+        raise EomError(f"--devices must be a whole number ≥ 1, got {devices!r}.")
     if getattr(s, "lr", None) is not None:
         if not isinstance(s.lr, int | float) or not s.lr > 0:
             raise EomError(f"--lr must be a positive number, got {s.lr!r}.")

@@ -153,7 +153,7 @@ def _settings_diff(old: dict, new: dict, defaults: dict) -> dict:
     """Settings that differ; a key the old run did not record counts as its default."""
     diff = {}
     for k, v in _jsonable(new).items():
-        if k in ("name", "out", "overwrite"):
+        if k in ("name", "out", "overwrite", "devices"):  # devices: equal to rounding
             continue
         before = old.get(k, _jsonable(defaults.get(k)))
         if before != v:

@@ -17,13 +17,14 @@ from .._errors import EomError
 from ..measure import fit_sweep, sweep_point
 from ._common import (
     ProgressFn,
-    build_problem,
     check_stable,
     fingerprints,
     header,
     lambda_max,
     lr_for_target,
     opened,
+    problem_on_devices,
+    record_devices,
     stored_resolved,
 )
 from ._result import SweepResult
@@ -48,6 +49,7 @@ class SweepSettings(ModelSettings):
     subset: int | None = None
     width: int | None = None
     depth: int | None = None
+    devices: int | None = None  # local devices the batch is split over (None: all)
     name: str | None = None
     out: str | None = None
 
@@ -102,14 +104,15 @@ def sweep(settings: SweepSettings | None = None, store: str | Path | None = None
     s = settings or SweepSettings()
     validate(s)
     log = log or (lambda msg: None)
-    problem = build_problem(s)
+    problem, devices = problem_on_devices(s)
     fp = fingerprints(problem, s.model)
     res = stored_resolved(store, overwrite) or resolve(s, problem)  # may refuse: no folder yet
     with opened(store) as rd:
         resuming = rd.prepare(s.as_dict(), overwrite=overwrite, command="sweep",
                               fingerprints=fp, defaults=SweepSettings().as_dict())
         if store is not None:
-            log(header(rd))
+            log(header(rd, devices))
+        record_devices(rd, devices, log)
         rd.update_config(resolved=res)
         _execute(s, rd, problem, res, resuming, progress)
         return SweepResult.from_dir(rd.path)

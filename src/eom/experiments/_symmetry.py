@@ -53,12 +53,13 @@ import numpy as np
 from .._errors import EomError
 from ._common import (
     ProgressFn,
-    build_problem,
     choose_lr,
     fingerprints,
     header,
     lambda_max,
     opened,
+    problem_on_devices,
+    record_devices,
     stored_resolved,
 )
 from ._result import SymmetryResult
@@ -102,6 +103,7 @@ class SymmetrySettings(ModelSettings):
     subset: int | None = None
     width: int | None = None
     depth: int | None = None
+    devices: int | None = None  # local devices the batch is split over (None: all)
     save_every: int | None = None  # None: ceil(steps / MAX_SAVED)
     groups: int = 4  # plotted scale groups (and translation directions)
     quick: bool = False
@@ -436,7 +438,7 @@ def symmetry(settings: SymmetrySettings | None = None, store: str | Path | None 
     validate(s)
     check_settings(s)
     log = log or (lambda msg: None)
-    problem = build_problem(s, clamp_subset=s.quick)
+    problem, devices = problem_on_devices(s, clamp_subset=s.quick)
     groups = find_groups(problem, s)  # before the Lanczos of `resolve`: bad input fails fast
     fp = fingerprints(problem, s.model)
     res = stored_resolved(store, overwrite) or resolve(s, problem)  # may refuse: no folder yet
@@ -447,7 +449,8 @@ def symmetry(settings: SymmetrySettings | None = None, store: str | Path | None 
             log(f"{rd.path} is already complete (use --overwrite to rerun).")
             return SymmetryResult.from_dir(rd.path)
         if store is not None:
-            log(header(rd))
+            log(header(rd, devices))
+        record_devices(rd, devices, log)
         rd.update_config(resolved=res)
         _execute(s, rd, problem, groups, res, resuming, progress, log)
         return SymmetryResult.from_dir(rd.path)

@@ -35,7 +35,15 @@ from typing import ClassVar
 import numpy as np
 
 from .._errors import DivergenceError, EomError
-from ._common import ProgressFn, build_problem, fingerprints, header, opened, stored_resolved
+from ._common import (
+    ProgressFn,
+    fingerprints,
+    header,
+    opened,
+    problem_on_devices,
+    record_devices,
+    stored_resolved,
+)
 from ._result import ValidityResult
 from ._runner import Runner
 from ._settings import ModelSettings, validate
@@ -65,6 +73,7 @@ class ValiditySettings(ModelSettings):
     subset: int | None = DEFAULT_SUBSET  # samples of the data set (all if it has fewer)
     width: int | None = None
     depth: int | None = None
+    devices: int | None = None  # local devices the batch is split over (None: all)
     quick: bool = False
     name: str | None = None
     out: str | None = None
@@ -436,7 +445,7 @@ def validity(settings: ValiditySettings | None = None, store: str | Path | None 
     validate(s)
     check_settings(s)
     log = log or (lambda msg: None)
-    problem = build_problem(s, clamp_subset=True)
+    problem, devices = problem_on_devices(s, clamp_subset=True)
     fp = fingerprints(problem, s.model)
     old = stored_resolved(store, overwrite)
     res, lam0 = (old, None) if old else resolve(s, problem)
@@ -447,7 +456,8 @@ def validity(settings: ValiditySettings | None = None, store: str | Path | None 
             log(f"{rd.path} is already complete (use --overwrite to rerun).")
             return ValidityResult.from_dir(rd.path)
         if store is not None:
-            log(header(rd))
+            log(header(rd, devices))
+        record_devices(rd, devices, log)
         rd.update_config(resolved=res)
         _execute(s, rd, problem, res, lam0, resuming, progress, log)
         return ValidityResult.from_dir(rd.path)
