@@ -209,3 +209,27 @@ def header(rd: RunDir, devices: dict | None = None) -> str:
 
     on = f", {describe(devices)}" if devices is not None else ""
     return f"eom {__version__}: writing to {rd.path} ({dtype_in_use()}{on})"
+
+
+def in_store(store, overwrite: bool, s, command: str, fp: dict, devices: dict, res: dict,
+             result_cls, execute: Callable[[RunDir, bool], object], log, *,
+             skip_complete: bool = True):
+    """Open (or create) the run folder, resume or start it, and run `execute(rd, resuming)`.
+
+    The one path every experiment takes into its folder: `prepare` checks settings and
+    fingerprints under the lock; a complete run is returned as it is (`skip_complete`); the
+    header, the devices and the resolved values are recorded before any work. Returns
+    `result_cls.from_dir(folder)`.
+    """
+    with opened(store) as rd:
+        resuming = rd.prepare(s.as_dict(), overwrite=overwrite, command=command,
+                              fingerprints=fp, defaults=type(s)().as_dict())
+        if skip_complete and resuming and rd.read_results().get("status") == "complete":
+            log(f"{rd.path} is already complete (use --overwrite to rerun).")
+            return result_cls.from_dir(rd.path)
+        if store is not None:
+            log(header(rd, devices))
+        record_devices(rd, devices, log)
+        rd.update_config(resolved=res)
+        execute(rd, resuming)
+        return result_cls.from_dir(rd.path)

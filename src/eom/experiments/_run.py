@@ -22,11 +22,9 @@ from ._common import (
     check_stable,
     choose_lr,
     fingerprints,
-    header,
+    in_store,
     lambda_max,
-    opened,
     problem_on_devices,
-    record_devices,
     stored_resolved,
 )
 from ._optim import (
@@ -262,18 +260,10 @@ def run(settings: RunSettings | None = None, store: str | Path | None = None, *,
     fp = fingerprints(problem, s.model)
     res = stored_resolved(store, overwrite) or resolve(s, problem)  # may refuse: no folder yet
     res = {**res, "devices": devices}  # the devices of this session (a resume may differ)
-    with opened(store) as rd:
-        resuming = rd.prepare(s.as_dict(), overwrite=overwrite, command="run",
-                              fingerprints=fp, defaults=RunSettings().as_dict())
-        if resuming and rd.read_results().get("status") == "complete":
-            log(f"{rd.path} is already complete (use --overwrite to rerun).")
-            return RunResult.from_dir(rd.path)
-        if store is not None:
-            log(header(rd, devices))
-        record_devices(rd, devices, log)
-        rd.update_config(resolved=res)
-        _execute(s, rd, problem, res, resuming, progress, log)
-        return RunResult.from_dir(rd.path)
+    return in_store(
+        store, overwrite, s, "run", fp, devices, res, RunResult,
+        lambda rd, resuming: _execute(s, rd, problem, res, resuming, progress, log), log,
+    )
 
 
 def _execute(s, rd, problem, res, resuming, progress, log) -> dict:

@@ -19,12 +19,10 @@ from ._common import (
     ProgressFn,
     check_stable,
     fingerprints,
-    header,
+    in_store,
     lambda_max,
     lr_for_target,
-    opened,
     problem_on_devices,
-    record_devices,
     stored_resolved,
 )
 from ._result import SweepResult
@@ -107,15 +105,11 @@ def sweep(settings: SweepSettings | None = None, store: str | Path | None = None
     problem, devices = problem_on_devices(s)
     fp = fingerprints(problem, s.model)
     res = stored_resolved(store, overwrite) or resolve(s, problem)  # may refuse: no folder yet
-    with opened(store) as rd:
-        resuming = rd.prepare(s.as_dict(), overwrite=overwrite, command="sweep",
-                              fingerprints=fp, defaults=SweepSettings().as_dict())
-        if store is not None:
-            log(header(rd, devices))
-        record_devices(rd, devices, log)
-        rd.update_config(resolved=res)
-        _execute(s, rd, problem, res, resuming, progress)
-        return SweepResult.from_dir(rd.path)
+    return in_store(
+        store, overwrite, s, "sweep", fp, devices, res, SweepResult,
+        lambda rd, resuming: _execute(s, rd, problem, res, resuming, progress), log,
+        skip_complete=False,
+    )
 
 
 def _execute(s, rd, problem, res, resuming, progress) -> dict:

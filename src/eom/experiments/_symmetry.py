@@ -55,11 +55,9 @@ from ._common import (
     ProgressFn,
     choose_lr,
     fingerprints,
-    header,
+    in_store,
     lambda_max,
-    opened,
     problem_on_devices,
-    record_devices,
     stored_resolved,
 )
 from ._result import SymmetryResult
@@ -442,18 +440,10 @@ def symmetry(settings: SymmetrySettings | None = None, store: str | Path | None 
     groups = find_groups(problem, s)  # before the Lanczos of `resolve`: bad input fails fast
     fp = fingerprints(problem, s.model)
     res = stored_resolved(store, overwrite) or resolve(s, problem)  # may refuse: no folder yet
-    with opened(store) as rd:
-        resuming = rd.prepare(s.as_dict(), overwrite=overwrite, command="symmetry",
-                              fingerprints=fp, defaults=SymmetrySettings().as_dict())
-        if resuming and rd.read_results().get("status") == "complete":
-            log(f"{rd.path} is already complete (use --overwrite to rerun).")
-            return SymmetryResult.from_dir(rd.path)
-        if store is not None:
-            log(header(rd, devices))
-        record_devices(rd, devices, log)
-        rd.update_config(resolved=res)
-        _execute(s, rd, problem, groups, res, resuming, progress, log)
-        return SymmetryResult.from_dir(rd.path)
+    return in_store(
+        store, overwrite, s, "symmetry", fp, devices, res, SymmetryResult,
+        lambda rd, resuming: _execute(s, rd, problem, groups, res, resuming, progress, log), log,
+    )
 
 
 def _execute(s, rd, problem, groups, res, resuming, progress, log) -> dict:

@@ -38,10 +38,8 @@ from .._errors import DivergenceError, EomError
 from ._common import (
     ProgressFn,
     fingerprints,
-    header,
-    opened,
+    in_store,
     problem_on_devices,
-    record_devices,
     stored_resolved,
 )
 from ._result import ValidityResult
@@ -449,18 +447,10 @@ def validity(settings: ValiditySettings | None = None, store: str | Path | None 
     fp = fingerprints(problem, s.model)
     old = stored_resolved(store, overwrite)
     res, lam0 = (old, None) if old else resolve(s, problem)
-    with opened(store) as rd:
-        resuming = rd.prepare(s.as_dict(), overwrite=overwrite, command="validity",
-                              fingerprints=fp, defaults=ValiditySettings().as_dict())
-        if resuming and rd.read_results().get("status") == "complete":
-            log(f"{rd.path} is already complete (use --overwrite to rerun).")
-            return ValidityResult.from_dir(rd.path)
-        if store is not None:
-            log(header(rd, devices))
-        record_devices(rd, devices, log)
-        rd.update_config(resolved=res)
-        _execute(s, rd, problem, res, lam0, resuming, progress, log)
-        return ValidityResult.from_dir(rd.path)
+    return in_store(
+        store, overwrite, s, "validity", fp, devices, res, ValidityResult,
+        lambda rd, resuming: _execute(s, rd, problem, res, lam0, resuming, progress, log), log,
+    )
 
 
 def _execute(s, rd, problem, res, lam0, resuming, progress, log) -> dict:
