@@ -16,11 +16,18 @@ os.environ.setdefault("EQX_ON_ERROR", "nan")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
 
 import eom  # noqa: E402,F401  (turns on x64)
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+# In CI the property-based tests replay a fixed set of examples (a red CI must mean a change
+# broke something, not that a new random draw was luckier); locally they explore new inputs.
+_hypothesis_settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    _hypothesis_settings.load_profile("ci")
 
 
 def pytest_configure(config):

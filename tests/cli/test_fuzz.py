@@ -117,3 +117,11 @@ def test_npz_inputs_load_or_raise_eom_error(tmp_path, X, y, junk):
 def test_settings_are_frozen(cls):
     with pytest.raises(dataclasses.FrozenInstanceError):
         cls().seed = 3
+
+
+def test_an_infinite_whole_number_is_refused_not_an_overflow():
+    # found by the fuzz above: '1e309' parses as float('inf'), and int(inf) raised OverflowError
+    from eom.experiments import parse_orders
+
+    with pytest.raises(EomError, match="not a whole number"):
+        parse_orders("1e309")

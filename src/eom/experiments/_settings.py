@@ -152,7 +152,7 @@ def _int(x: Any, what: str) -> int:
         f = float(x)
     except (TypeError, ValueError):
         raise EomError(f"{what}: {x!r} is not a whole number.") from None
-    if f != int(f):
+    if not math.isfinite(f) or f != int(f):
         raise EomError(f"{what}: {x!r} is not a whole number.")
     return int(f)
 
