@@ -172,3 +172,17 @@ def test_measure_results_print_a_summary():
                          flagged=e)
     assert repr(cmp) == ("Comparison(optimizer='gd', lr=0.1, num_steps=2, orders=(0,), "
                          "final error {0: 1.250e-02})")
+
+
+def test_labels_name_the_optimizer_and_a_zero_solver_error_is_the_floor():
+    # the distance column names the discrete method measured (not always GD), and a solver error
+    # of exactly 0 (verification could not be tighter: both solves at the float64 floor) is not
+    # printed as a measured 0
+    from eom.experiments._settings import distance_label
+    from eom.report._format import solver_error_text
+
+    assert distance_label("gd") == "‖θ−θ_GD‖"
+    assert distance_label("sgd") == "‖θ−θ_SGD‖"
+    assert distance_label("momentum") == "‖θ−θ_HB‖"
+    assert solver_error_text(0.0) == "at floor"
+    assert solver_error_text(2.2e-7) == "2.2e-07"

@@ -103,6 +103,7 @@ def run(
 
 def print_run_summary(results: dict, folder: Path) -> None:
     from ..experiments._devices import describe
+    from ..experiments._settings import distance_label
     from ..report import number, summary_table_rows
 
     on = f" on {describe(results['devices'])}" if results.get("devices") else ""
@@ -112,7 +113,8 @@ def print_run_summary(results: dict, folder: Path) -> None:
         f"{number(results.get('eta_lambda_max_initial'))}, {results.get('steps_done')} steps{on}",
         box=box.SIMPLE_HEAD,
     )
-    for h in ("", "‖θ−θ_GD‖", "relative", "÷prev", "predicted", "solver", "flag"):
+    dist = distance_label(results.get("optimizer"))
+    for h in ("", dist, "relative", "÷prev", "predicted", "solver", "flag"):
         t.add_column(h, justify="right", no_wrap=True)
     for r in summary_table_rows(results):
         t.add_row(*r)

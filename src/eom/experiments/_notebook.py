@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 
 from ._common import ProgressFn
+from ._settings import distance_label
 
 
 def _g(x, spec: str = ".3g") -> str:
@@ -51,9 +52,10 @@ def _run(res: dict, cfg: dict) -> Summary:
     rows, flags = [], []
     for key, r in (final.get("orders") or final.get("models") or {}).items():  # gd | sgd, momentum
         label = _model(key) if str(key).isdigit() else str(key)
+        solver = r.get("solver_error")
         rows.append([label, _g(r.get("error"), ".3e"), _g(r.get("relative_error"), ".2e"),
                      _g(r.get("ratio_to_previous")), _g(r.get("predicted"), ".3e"),
-                     _g(r.get("solver_error"), ".1e")])
+                     "at floor" if solver == 0 else _g(solver, ".1e")])
         if r.get("flagged"):
             flags.append(f"{label}: error within 10× of the solver's own error")
     warning = (res.get("regime") or {}).get("warning")
@@ -61,7 +63,8 @@ def _run(res: dict, cfg: dict) -> Summary:
         flags.append(str(warning))
     if res.get("gd_only"):
         flags.append("η·λ_max(θ₀) ≥ 2: GD alone was run")
-    header = [f"model (step {final.get('step', '—')})", "‖θ−θ_GD‖", "relative", "ratio to prev.",
+    header = [f"model (step {final.get('step', '—')})", distance_label(res.get("optimizer")),
+              "relative", "ratio to prev.",
               "predicted", "solver error"]
     return items, header, rows, flags
 

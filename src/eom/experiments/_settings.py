@@ -30,6 +30,12 @@ class ModelSettings:
 OPTIMIZERS = ("gd", "sgd", "momentum")
 
 
+def distance_label(optimizer: str | None) -> str:
+    """Column header of the model-to-iterate distance, naming the discrete method measured."""
+    name = {"sgd": "SGD", "momentum": "HB"}.get(str(optimizer), "GD")
+    return f"‖θ−θ_{name}‖"
+
+
 @dataclass(frozen=True)
 class RunSettings(ModelSettings):
     """Every setting of `eom run` (also the keys accepted in a `--config` TOML file)."""

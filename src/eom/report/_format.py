@@ -54,3 +54,12 @@ _STYLES = {
     "e2": lambda x: f"{x:.2e}",
     "e3": lambda x: f"{x:.3e}",
 }
+
+
+def solver_error_text(x) -> str:
+    """A solver-error estimate for tables. Exactly 0 means the verification solve could not be
+    tighter than the run's own (both at the float64 tolerance floor, 1e-13), so it says so
+    instead of printing a misleading 0."""
+    if x is not None and float(x) == 0.0:
+        return "at floor"
+    return number(x, "e1")

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..experiments import RunDir
 from ._figures import _positive, _save, pyplot
-from ._format import number
+from ._format import number, solver_error_text
 from ._html import figure, kv_table, table
 
 STYLE = {"gf": ("black", "-"), "switch": ("tab:blue", "-"), "epoch": ("tab:red", "--"),
@@ -156,7 +156,7 @@ def _rows(results: dict) -> list[list[str]]:
     rows = []
     for key, r in ((results.get("final") or {}).get("models") or {}).items():
         rows.append([model_name(key), str(r["step"]), number(r["error"], "e3"),
-                     number(r["relative_error"], "e2"), number(r["solver_error"], "e1"),
+                     number(r["relative_error"], "e2"), solver_error_text(r["solver_error"]),
                      "< solver" if r["flagged"] else "ok"])
     return rows
 

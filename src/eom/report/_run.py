@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..experiments import RunDir
 from ._figures import order_name, run_figures
-from ._format import number
+from ._format import number, solver_error_text
 from ._html import SUMMARY_HEADER, figure, kv_table, reading, summary_rows, table
 
 
@@ -72,7 +72,7 @@ def summary_table_rows(results: dict) -> list[list[str]]:
             number(r["relative_error"], "e2"),
             number(ratio),
             number(r.get("predicted"), "e3"),
-            number(r["solver_error"], "e1"),
+            solver_error_text(r["solver_error"]),
             "< solver" if r["flagged"] else "ok",
         ])
     return rows
