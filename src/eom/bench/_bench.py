@@ -268,8 +268,12 @@ def trajectory_rows(
             counter[0] = 0
             nsteps = jax.block_until_ready(run(*args))[2]
             nfev = counter[0]
-            t_eom = min(_call(run, args)[0] for _ in range(repeats))
-            ratio = t_eom / t_gd
+            # GD and the EoM timed round-robin (minimum of each): a load change between them
+            # would otherwise bias the ratio (GD alone, timed first, at load 1 vs the EoM at 6).
+            pairs = [(_call(gd, (params, lr))[0], _call(run, args)[0]) for _ in range(repeats)]
+            t_gd_n = min(a for a, _ in pairs)
+            t_eom = min(b for _, b in pairs)
+            ratio = t_eom / t_gd_n
             rows += [
                 BenchRow("trajectory", label, method, N, "eom/gd wall", ratio,
                          f"rtol {rtol:g}, atol {rtol * 1e-2:g}"),

@@ -180,12 +180,14 @@ def measure_trajectories(s: TargetSettings) -> list[TargetResult]:
     label = _label(s, problem)
     lr, _ = _learning_rate(loss, x, s.eta_lambda)
     rows = trajectory_rows(label, loss, x, lr, s.num_steps, {"bseries": s.trajectory_orders},
-                           repeats=2)  # fmt: skip
+                           repeats=3)  # fmt: skip
     out = []
     for n in s.trajectory_orders:
         ratio = next(r for r in rows if r.order == n and r.metric == "eom/gd wall")
         err = next(r for r in rows if r.order == n and r.metric == "eom error")
-        note = f"{ratio.note}; EoM error {err.value:.2e}, {err.note.split(';')[1].strip()}"
+        evals = next(r for r in rows if r.order == n and r.metric == "field evals/gd step")
+        note = (f"{ratio.note}; EoM error {err.value:.2e}, {err.note.split(';')[1].strip()}; "
+                f"{evals.value:.2f} field evals per GD step; GD and EoM timed round-robin")
         out.append(TargetResult(f"EoM-{n} / GD wall, {s.num_steps} steps ({label})", ratio.value,
                                 TRAJECTORY_LIMITS.get(n, math.inf), "×", note))  # fmt: skip
     return out
