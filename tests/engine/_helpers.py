@@ -183,3 +183,37 @@ def one_d_xi(L: Callable, x: float) -> tuple[float, float, float, float]:
         144 * h**4 * g + 174 * g**2 * h**2 * t + 6 * g**3 * t**2 - 2 * g**3 * h * q - g**4 * p
     ) / 720
     return xi1, xi2, xi3, xi4
+
+
+# ---------------------------------------------------------------------------------------------
+# B-series schedules (pure Python)
+
+
+BULLET = ()
+
+
+def check_schedule_accounts(sched, combos) -> None:
+    """Terms + bundles + the fused pair of a B-series `sched` (`eom.engine._bseries.Schedule`)
+    reproduce `combos` = (F_1, …, F_N) exactly. Trees are sorted tuples of children (• = ())."""
+    order = len(combos)
+    known = set(sched.vectors) | {BULLET}
+    for n in range(1, order + 1):
+        got: dict = {}
+        for tau, c in sched.terms[n - 1]:
+            assert tau in known
+            got[tau] = got.get(tau, 0) + c
+        for k, group in sched.bundles[n - 1]:
+            for sigma, c in group:
+                assert sigma in known  # bundled children are evaluated before use
+                tau = tuple(sorted((BULLET,) * k + (sigma,)))
+                got[tau] = got.get(tau, 0) + c
+        if sched.fuse is not None and n == order:
+            top = (BULLET,) * order
+            partner = tuple(sorted((BULLET,) * (order - 2) + ((BULLET,),)))
+            got[partner] = sched.fuse * got[top]
+        assert got == {t: c for t, c in combos[n - 1].items() if c != 0}, n
+    # Every child of every evaluated tree is itself evaluated first (topological order).
+    seen = {BULLET}
+    for tau in sched.vectors:
+        assert all(c in seen for c in tau), tau
+        seen.add(tau)

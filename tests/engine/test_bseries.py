@@ -27,6 +27,7 @@ from eom.engine._modified import modified_terms
 
 from ._helpers import (
     brute_field_terms,
+    check_schedule_accounts,
     flat,
     lotka_volterra,
     nested_loss,
@@ -83,30 +84,8 @@ def test_tree_counts_and_sizes():
 
 @pytest.mark.parametrize("order", [1, 2, 3, 4, 5, 6])
 def test_schedule_accounts_for_every_tree_once(order):
-    """Terms + bundles + the fused pair reproduce each F_n's combination exactly."""
-    sched = bs.schedule(order)
-    combos = bs.modified_combinations(order)
-    known = set(sched.vectors) | {B}
-    for n in range(1, order + 1):
-        got: dict = {}
-        for tau, c in sched.terms[n - 1]:
-            assert tau in known
-            got[tau] = got.get(tau, 0) + c
-        for k, group in sched.bundles[n - 1]:
-            for sigma, c in group:
-                assert sigma in known  # bundled children are evaluated before use
-                tau = bs._canon((B,) * k + (sigma,))
-                got[tau] = got.get(tau, 0) + c
-        if sched.fuse is not None and n == order:
-            top = (B,) * order
-            partner = bs._canon((B,) * (order - 2) + (FpF,))
-            got[partner] = sched.fuse * got[top]
-        assert got == dict(combos[n]), n
-    # Every child of every evaluated tree is itself evaluated first (topological order).
-    seen = {B}
-    for tau in sched.vectors:
-        assert all(c in seen for c in tau), tau
-        seen.add(tau)
+    """GD's terms; the momentum terms' schedules are checked the same way in test_momentum."""
+    check_schedule_accounts(bs.schedule(order), bs.modified_combinations(order)[1:])
 
 
 def test_order4_schedule_shares_pushes():
@@ -216,3 +195,72 @@ def test_order_zero_is_the_field():
     x = jnp.array([0.5, 2.0])
     (f0,) = bs.modified_terms_bseries(lotka_volterra, x, 0)
     assert rel_err(f0, lotka_volterra(x)) == 0.0
+
+
+def _trees_up_to(nodes: int) -> list:
+    """Every rooted tree with at most `nodes` nodes (canonical form), by grafting."""
+    trees, frontier = {B}, {B}
+    for _ in range(nodes - 1):
+        frontier = {t for tau in frontier for t in bs.graft(B, tau)}
+        trees |= frontier
+    return sorted(trees, key=lambda t: (bs.num_nodes(t), t))
+
+
+def _elementary(field, x, tau):
+    """F(τ)(x) = F^{(m)}(x)[F(τ_1)(x), …, F(τ_m)(x)] by m nested jvps (the definition)."""
+    children = [_elementary(field, x, c) for c in tau]
+    fn = field
+    for u in children:
+        fn = (lambda fn, u: lambda y: jax.jvp(fn, (y,), (u,))[1])(fn, u)
+    return fn(x)
+
+
+def _random_terms():
+    """Random rational coefficients on all 17 trees with ≤ 5 nodes in F_1 (two of them zero),
+    an empty F_2, and only some trees in F_3, F_4."""
+    import random
+
+    rng = random.Random(13)
+    trees = _trees_up_to(5)
+    assert len(trees) == 17
+    first = {t: Fraction(rng.randint(1, 9) * rng.choice((-1, 1)), rng.randint(1, 9))
+             for t in trees}  # fmt: skip
+    first[FpF] = first[(B, B, B, B)] = Fraction(0)
+    return (
+        first,
+        {},  # every coefficient zero: F_2 = 0
+        {t: Fraction(rng.randint(1, 9), 7) for t in trees if bs.num_nodes(t) == 4},
+        {(B, B, B): Fraction(0), (FpFpF,): Fraction(1, 3), ((B, B, B),): Fraction(-2, 5)},
+    )
+
+
+#: Momentum's shape at order 3 (F‴(F,F,F) present): the top spine level is fused.
+FUSED3 = (
+    {FpF: Fraction(-3, 4)},
+    {FpFpF: Fraction(1, 3), FppFF: Fraction(1, 5)},
+    {(B, B, B): Fraction(2, 9), (B, FpF): Fraction(-1, 7), (FpFpF,): Fraction(1, 4),
+     (FppFF,): Fraction(3, 11)},
+)
+
+
+@pytest.mark.parametrize("case", ["random", "fused3"])
+def test_any_combination_equals_its_definition(case):
+    """`combination_schedule` on terms that are not GD's — trees GD never needs (F‴(F,F,F)…),
+    trees of several sizes in one term, zero coefficients, an empty term; and momentum's order-3
+    shape, where the top spine level is fused — against the elementary differentials evaluated
+    one by one from their definition (Lotka–Volterra, F′ not symmetric)."""
+    terms = _random_terms() if case == "random" else FUSED3
+    x = jnp.array([1.3, 0.7])
+    sched = bs.combination_schedule(bs.freeze(terms))
+    assert (sched.fuse is not None) == (case == "fused3")
+    check_schedule_accounts(sched, terms)
+    v, got = jax.jit(lambda y: bs.evaluate_schedule(lotka_volterra, y, sched))(x)
+    assert rel_err(v, lotka_volterra(x)) == 0.0
+    for n, comb in enumerate(terms):
+        want = sum((float(c) * _elementary(lotka_volterra, x, t) for t, c in comb.items()),
+                   jnp.zeros(2))  # fmt: skip
+        if not any(comb.values()):
+            assert float(jnp.max(jnp.abs(got[n]))) == 0.0
+        else:
+            assert float(jnp.linalg.norm(want)) > 1e-2  # non-trivial
+            assert rel_err(got[n], want) <= 1e-12, n + 1
