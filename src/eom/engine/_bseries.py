@@ -28,6 +28,15 @@ one push for the whole bundle (order 4: $F''(F, F'F'F)/20 + F''(F, F''(F,F))/120
 bundle of one whose child is pushed anyway deepens that push instead. Plain `jax.jvp`s throughout
 (no `jax.linearize`), so XLA merges the primal and first-order work the passes share.
 
+**Any coefficients.** Nothing in the schedule depends on the coefficients being GD's:
+`combination_schedule` takes the terms as any per-order combinations of trees (`Fraction`s or
+floats; zero coefficients dropped, an empty term is zero) and `evaluate_schedule` evaluates
+them. GD's `schedule(order)` is that of `modified_combinations(order)`; the momentum EoM
+(`eom.engine._momentum_terms`) passes its own. Where a term holds $F^{(N)}[v^N]$ and
+$F^{(N-1)}(v^{N-2}, F'F)$ only, the top spine level carries both (`_fused_top`) when the
+latter would otherwise need a push of its own (order 2) or deepen the push of $F'F$ from
+component 0 to 1 (momentum's order 3, which holds $F'''(F,F,F)$; GD's does not).
+
 **Cost (the floor).** Counted in gradient-equivalents of XLA FLOPs on the digits MLP (26k,
 `benchmarks/README.md`): the spine $\Psi_K$, then one tangent per push ($\approx 1.8$ for
 component 0, $\approx 3.8$ up to component 1). Order 2 is $\Psi_2$'s top plus one push
