@@ -22,7 +22,9 @@ compiles). Measured (max error over steps K…end; N = 0, 1, 2, 3):
 - heavy β = 0.9, ηλ_max = bound/4: 2.58e-2, 1.97e-3, 2.02e-4, 3.07e-5
 - Nesterov β = 0.9, ηλ_max = 1.55 × bound: 1.73e-2, 1.84e-3, 3.47e-4, 8.93e-5
 - field / gradient (β = 0.9, min of 30, gradient 2.6 ms): heavy ball N = 1…4: 1.7, 3.2, 7.5, 62;
-  Nesterov: 2.0, 3.2, 11.7, 39.7 (load ~20 on 2 cores: ratios are indicative).
+  Nesterov: 2.0, 3.2, 11.7, 39.7 (load ~20 on 2 cores: ratios are indicative; measured before
+  the terms moved to GD's B-series schedule, which cut the 26.1k MLP's XLA work per order by
+  1.00 / 1.17 / 1.27 / 1.26×: see benchmarks/README.md, "Issues 12 and 13").
 """
 
 from __future__ import annotations
