@@ -50,6 +50,11 @@ def run(
     predict: Annotated[bool | None, typer.Option(
         "--predict/--no-predict", help="Also compute the predicted error. \\[default: on]")
     ] = None,
+    predict_every: Annotated[int | None, typer.Option(
+        "--predict-every", help="Evaluate the prediction's source ξ_(N+1) every this many GD "
+                                "steps, continued linearly in between (1 = exact; 2 saves ≈ 25 "
+                                "%, 5 ≈ 45 % of its cost but changes it by ≈ 1 % and ≈ 5–20 %). "
+                                "\\[default: 1]")] = None,
     optimizer: Annotated[str | None, typer.Option(
         "--optimizer", help="gd | sgd | momentum. sgd and momentum default to a tiny problem "
                             "(256 digits, width 16, depth 1) unless those flags are given. "
@@ -89,7 +94,8 @@ def run(
     flags = dict(model=model, dataset=dataset, lr=lr, target=target, steps=steps, orders=orders,
                  weight_decay=weight_decay, seed=seed, record_every=record_every,
                  diagnose_every=diagnose_every, subset=subset, width=width, depth=depth,
-                 local=local, predict=predict, optimizer=optimizer, batch_size=batch_size,
+                 local=local, predict=predict, predict_every=predict_every,
+                 optimizer=optimizer, batch_size=batch_size,
                  shuffle=shuffle, momentum=momentum, nesterov=nesterov, start=start,
                  allow_unstable=allow_unstable, devices=devices, name=name,
                  out=str(out) if out is not None else None)

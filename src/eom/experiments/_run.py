@@ -116,6 +116,8 @@ def summarize(rd: RunDir, s: RunSettings, res: dict, status: str, message: str |
         out["optimizer_regime"] = optimizer_regime(m, s, res)
         return out
     out["final"] = _final(m, s, problem)
+    if s.predict:
+        out["predict_every"] = s.predict_every
     out["regime"] = regime_summary(m, res.get("lr"), res.get("eta_lambda_max_initial"))
     return out
 
@@ -341,7 +343,7 @@ def _chunks(s, problem, res, state):
             problem.loss, problem.params0, res["lr"], e.steps, tuple(s.orders),
             weight_decay=s.weight_decay, record_every=e.record_every, rtol=tol, atol=tol,
             local=s.local, predict=s.predict, diagnose_every=s.diagnose_every or None,
-            chunk_size=CHUNK, state=state,
+            chunk_size=CHUNK, predict_every=s.predict_every, state=state,
         )
         return
     try:

@@ -54,6 +54,7 @@ class RunSettings(ModelSettings):
     width: int | None = None
     depth: int | None = None
     predict: bool = True
+    predict_every: int = 1  # evaluate the prediction's ξ_(N+1) every this many GD steps
     local: bool = False
     optimizer: str = "gd"  # "gd" | "sgd" | "momentum"
     batch_size: int | None = None  # sgd: samples per minibatch
@@ -301,6 +302,7 @@ def validate(s) -> None:
 def _validate_ranges(s) -> None:
     checks = [
         ("steps", 1), ("record_every", 1), ("seed", 0), ("num_lrs", 2), ("horizon_steps", 1),
+        ("predict_every", 1),
     ]
     for name, lo in checks:
         if hasattr(s, name):
