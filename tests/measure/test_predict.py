@@ -179,7 +179,7 @@ def test_predict_every_stays_close_to_every_step():
     within 4 % of r = 1 (measured 1.1 % for order 0, 2.2 % for order 1): below the 5–6 % by
     which the r = 1 prediction itself differs from the measured error on this run, so it does
     not change what the prediction says. The difference must grow with r at least like r²
-    (measured ×7–10 from r = 2 to r = 4; a constant hold would grow like r, a wrong
+    (measured 2.2 % → 13 %, ×5.9, from r = 2 to r = 4; a constant hold would grow like r, a wrong
     continuation not at all)."""
     lr, k = 0.1, 200
     ref = _reference(lr, k)[:, 1]
