@@ -33,6 +33,7 @@ from ._momentum import (
     quadratic_rate as quadratic_rate,
     regime_bound as regime_bound,
     slow_root as slow_root,
+    stability_limit as stability_limit,
     transient_steps as transient_steps,
 )
 from ._momentum_terms import (

@@ -43,7 +43,8 @@ from ._momentum_terms import evaluate_terms
 from ._optimizer import ContinuousModel, Optimizer
 from ._trajectory import CHUNK, Trajectory, _check_finite, _loss_trace, _stack, chunks, save_grid
 
-Start = Literal["manifold", "rest"]
+Start = Literal["manifold", "rest", "settled"]
+STARTS = ("manifold", "rest", "settled")
 
 
 def check_beta(beta) -> float:
@@ -75,6 +76,30 @@ def regime_bound(beta: float, nesterov: bool = False) -> float:
     if nesterov:
         return ((1.0 - beta) / (1.0 + beta)) ** 2
     return (1.0 - math.sqrt(beta)) ** 2
+
+
+def stability_limit(beta: float, nesterov: bool = False) -> float:
+    r"""$\eta\lambda$ below which the momentum iteration is stable on $L = \tfrac12\lambda\theta^2$.
+
+    Jury's criterion for $\mu^2 - p\mu + q$ (both roots in the open unit disc iff
+    $|q| < 1$, $1 - p + q > 0$, $1 + p + q > 0$), with $(p, q)$ from `characteristic`:
+
+    - heavy ball, $p = 1+\beta-x$, $q = \beta$: $1-p+q = x > 0$ and
+      $1+p+q = 2(1+\beta) - x > 0$, so $x < 2(1+\beta)$;
+    - Nesterov, $p = (1+\beta)(1-x)$, $q = \beta(1-x)$: $1-p+q = x > 0$,
+      $1+p+q = 1 + (1+2\beta)(1-x) > 0 \iff x < (2+2\beta)/(1+2\beta)$, and $|q| < 1 \iff
+      x < 1 + 1/\beta$, which is larger; so $x < (2+2\beta)/(1+2\beta)$.
+
+    Both are 2 at $\beta = 0$ (GD).
+
+    >>> from eom.engine import stability_limit
+    >>> stability_limit(0.9), round(stability_limit(0.9, nesterov=True), 4)
+    (3.8, 1.3571)
+    """
+    beta = check_beta(beta)
+    if nesterov:
+        return (2.0 + 2.0 * beta) / (1.0 + 2.0 * beta)
+    return 2.0 * (1.0 + beta)
 
 
 def characteristic(x: float, beta: float, nesterov: bool = False) -> tuple[float, float]:
@@ -385,12 +410,20 @@ class HeavyBall(Optimizer):
     r"""Heavy-ball / Nesterov momentum as an `Optimizer` (see `eom.engine._optimizer`).
 
     - `beta`, `nesterov`, `weight_decay`: the method (coupled weight decay, PyTorch/optax).
-    - `start`: `"manifold"` starts the discrete run on the slow manifold,
+    - `start_kind`: `"manifold"` starts the discrete run on the slow manifold,
       $\theta_{-1} = \Phi^{-1}(\theta_0)$ from the order-`manifold_order` EoM, so the order-$N$
-      error is $O(\eta^{N+1})$ from the first step (for $N \le$ `manifold_order`); `"rest"` runs the
-      user's $v_0 = 0$ method and starts each model from its effective point
-      (`start`): the EoM integrated backwards over $K\eta$ from the iterate $\theta_K$, $K$ =
-      `transient_steps()`; errors are meaningful from step $K$ on.
+      error is $O(\eta^{N+1})$ from the first step (for $N \le$ `manifold_order`). `"rest"` runs
+      the user's $v_0 = 0$ method and starts each model from its effective point (`start`): the
+      EoM integrated backwards over $K\eta$ from the iterate $\theta_K$, $K$ =
+      `transient_steps()`; errors are meaningful from step $K$ on. `"settled"` runs the same
+      $v_0 = 0$ method but begins the comparison at step $K$ (`begin`): every model starts at
+      $\theta_K$ at time $K\eta$ and the discrete run continues from $(\theta_K, b_K)$. That is
+      the flow through $\theta_K$, i.e. the `"rest"` comparison from step $K$ on whenever the
+      backward integration exists; it never integrates backwards, so it also works outside the
+      radius, where the truncated field's sharp rate makes the backward solve blow up.
+    - `lr_lambda`: the $\eta\lambda_{\max}$ the settled start sizes $K$ with (outside the radius
+      the fast root has modulus $\sqrt q$, $\sqrt\beta$ for heavy ball, so $K$ about doubles);
+      None: the fast root is taken as $\beta$.
     - state: $m = \beta b$ (β times the momentum buffer).
     """
 
@@ -402,12 +435,13 @@ class HeavyBall(Optimizer):
     start_kind: Start = "rest"
     manifold_order: int = 4
     transient_tol: float = 1e-12
+    lr_lambda: float | None = None
 
     def __check_init__(self):
         check_beta(self.beta)
         check_order(self.manifold_order)
-        if self.start_kind not in ("manifold", "rest"):
-            raise EomError(f"start must be 'manifold' or 'rest', got {self.start_kind!r}.")
+        if self.start_kind not in STARTS:
+            raise EomError(f"start must be one of {', '.join(STARTS)}, got {self.start_kind!r}.")
         if float(self.weight_decay) < 0:
             raise EomError(f"weight_decay must be ≥ 0, got {self.weight_decay}.")
 
@@ -415,8 +449,9 @@ class HeavyBall(Optimizer):
         return jax.grad(regularized(loss, float(self.weight_decay)))
 
     def init(self, loss, params0, lr):
-        """m = 0 (rest), or the buffer for $\\theta_{-1} = \\Phi^{-1}(\\theta_0)$ (manifold)."""
-        if self.start_kind == "rest":
+        """m = 0 (rest, settled), or the buffer for $\\theta_{-1} = \\Phi^{-1}(\\theta_0)$
+        (manifold)."""
+        if self.start_kind != "manifold":
             return jax.tree.map(jnp.zeros_like, params0)
         prev = self.previous_on_manifold(loss, params0, lr)
         return buffer_from_previous(self._grad(loss), self.beta, self.nesterov, params0, prev, lr)
@@ -447,15 +482,33 @@ class HeavyBall(Optimizer):
         return tuple(out)
 
     def transient_steps(self) -> int:
-        """$K$: steps after which a run from rest is on the slow manifold to `transient_tol`."""
+        """$K$: steps after which a run from rest is on the slow manifold to `transient_tol`
+        (settled: with the fast root at `lr_lambda`)."""
         if self.start_kind == "manifold":
             return 0
+        if self.start_kind == "settled":
+            return transient_steps(self.beta, self.transient_tol, nesterov=self.nesterov,
+                                   lr_lambda=self.lr_lambda)
         return transient_steps(self.beta, self.transient_tol)
 
+    def begin(self, loss, params0, lr):
+        r"""Settled: `(K, θ_K, m_K)`, the run from rest advanced $K$ steps (deterministic, so a
+        resumed run recomputes it bit for bit). Otherwise step 0."""
+        if self.start_kind != "settled":
+            return super().begin(loss, params0, lr)
+        k = self.transient_steps()
+        m0 = self.init(loss, params0, lr)
+        run = _advance_fn(loss, self.beta, self.nesterov, float(self.weight_decay))
+        p, m = run(params0, m0, lr, k)
+        return k, p, m
+
     def start(self, loss, params0, lr, model):
-        r"""Manifold: $\theta_0$. Rest: the model's flow backwards over $K\eta$ from $\theta_K$."""
+        r"""Manifold: $\theta_0$. Rest: the model's flow backwards over $K\eta$ from $\theta_K$.
+        Settled: $\theta_K$, at time $K\eta$ (`compare` takes it from `begin`)."""
         if self.start_kind == "manifold":
             return params0
+        if self.start_kind == "settled":
+            return self.begin(loss, params0, lr)[1]
         k = self.transient_steps()
         if k == 0:
             return params0
@@ -471,3 +524,7 @@ class HeavyBall(Optimizer):
     def regime_bound(self) -> float:
         """$(1-\\sqrt\\beta)^2$ (heavy ball) or $((1-\\beta)/(1+\\beta))^2$ (Nesterov)."""
         return regime_bound(self.beta, self.nesterov)
+
+    def stability_limit(self) -> float:
+        """$2(1+\\beta)$ (heavy ball), $(2+2\\beta)/(1+2\\beta)$ (Nesterov): `stability_limit`."""
+        return stability_limit(self.beta, self.nesterov)

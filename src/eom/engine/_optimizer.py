@@ -11,7 +11,10 @@ An `Optimizer` says
 - which continuous models to measure against them (`models`): gradient flow and EoMs of any
   order, each a `ContinuousModel` whose field is written in the time $t = k\eta$ of the discrete
   run, so that model and iterates are compared at the same $t$;
-- where its series is expected to hold (`regime_bound`), in units of $\eta\lambda_{\max}$.
+- where its series is expected to hold (`regime_bound`), in units of $\eta\lambda_{\max}$, and
+  where the discrete method itself is stable on a quadratic (`stability_limit`);
+- where the comparison begins (`begin`): step 0 by default, or a later step $k_0$ with the
+  iterate and state there (momentum's settled start from rest).
 
 Contract (read by `eom.measure.compare` and everything above it):
 
@@ -23,8 +26,12 @@ Contract (read by `eom.measure.compare` and everything above it):
   discrete method is stepped.
 - `models(loss, lr, orders) -> tuple[ContinuousModel, ...]`: one model per requested order (and
   per kind, e.g. SGD's switching / epoch / averaged EoMs), each with a unique `label`.
-- `start(loss, params0, lr, model) -> y0`: the model's initial point (default: `params0`;
-  momentum's effective start differs).
+- `begin(loss, params0, lr) -> (k0, params, state)`: the step where the comparison begins, the
+  iterate $\theta_{k_0}$ and the optimizer state there (default `(0, params0, init(...))`).
+  With $k_0 > 0$ the discrete run is advanced from `params` and `state`, recorded steps are the
+  true step numbers $k_0 + k$ and every model starts at $\theta_{k_0}$ at time $k_0\eta$.
+- `start(loss, params0, lr, model) -> y0`: the model's initial point when the comparison begins
+  at step 0 (default: `params0`; momentum's effective start from rest differs).
 
 How `eom.compare` uses a model:
 
@@ -103,6 +110,17 @@ class Optimizer(eqx.Module):
         """The initial point of `model` (default: the discrete method's own start)."""
         return params0
 
+    def begin(self, loss: Callable, params0: PyTree, lr) -> tuple[int, PyTree, PyTree]:
+        """`(k0, θ_{k0}, state)`: where the comparison begins (default: step 0, `init`)."""
+        return 0, params0, self.init(loss, params0, lr)
+
     def regime_bound(self) -> float:
         """η·λ_max below which the model series converges (GD: 1)."""
         return 1.0
+
+    def stability_limit(self) -> float:
+        r"""η·λ_max below which the discrete method is stable on $L = \tfrac12\lambda\theta^2$.
+
+        GD (and SGD, per batch): $|1 - \eta\lambda| < 1 \iff \eta\lambda < 2$.
+        """
+        return 2.0

@@ -33,9 +33,11 @@ from ._run import run as run
 from ._runner import Runner as Runner
 from ._seeds import SeedAverage as SeedAverage, seed_average as seed_average
 from ._settings import (
+    MOMENTUM_RADIUS_FRACTION as MOMENTUM_RADIUS_FRACTION,
     OPTIMIZER_DEFAULTS as OPTIMIZER_DEFAULTS,
     OPTIMIZERS as OPTIMIZERS,
     RunSettings as RunSettings,
+    auto_target as auto_target,
     build_settings as build_settings,
     load_toml as load_toml,
     optimizer_settings as optimizer_settings,

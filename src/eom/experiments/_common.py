@@ -120,24 +120,40 @@ def choose_lr(problem, target: float, weight_decay: float) -> tuple[float, float
     return lr_for_target(lam, target), lam
 
 
-def check_stable(lr: float, lam: float, *, allow: bool = False) -> None:
-    """Refuse (before any ODE solve) a learning rate with η·λ_max(θ_0) ≥ 2: GD is unstable there
-    and no continuous model describes it; `allow` lets the caller run GD alone instead.
+def check_stable(lr: float, lam: float, *, allow: bool = False, optimizer=None) -> None:
+    """Refuse (before any ODE solve) a learning rate with η·λ_max(θ_0) at or above the discrete
+    method's stability limit (`optimizer.stability_limit()`; GD, `optimizer=None`: 2): the
+    method is unstable there and no continuous model describes it; `allow` lets the caller run
+    GD alone instead.
 
     >>> import eom
     >>> eom.experiments.check_stable(0.1, 2.5)  # η·λ_max = 0.25: fine
     >>> eom.experiments.check_stable(1.0, 2.5)
     Traceback (most recent call last):
     eom._errors.EomError: η·λ_max(θ_0) = 2.5 ≥ 2 ...
+    >>> hb = eom.engine.HeavyBall(beta=0.9)  # heavy ball is stable up to 2(1+β) = 3.8
+    >>> eom.experiments.check_stable(1.0, 2.5, optimizer=hb)
     """
-    if allow or not np.isfinite(lam) or lr * lam < STABILITY_LIMIT:
+    limit = STABILITY_LIMIT if optimizer is None else float(optimizer.stability_limit())
+    if allow or not np.isfinite(lam) or lr * lam < limit:
         return
-    largest = STABILITY_LIMIT / lam
+    largest = limit / lam
+    if optimizer is None or optimizer.name in ("gd", "sgd"):
+        what, fix = "gradient descent", (", or pass --allow-unstable to run GD alone and record "
+                                         "where it goes")
+        if optimizer is not None and optimizer.name == "sgd":
+            what, fix = "SGD (per step, on the full loss)", ""
+    else:
+        beta = float(getattr(optimizer, "beta", 0.0))
+        nesterov = bool(getattr(optimizer, "nesterov", False))
+        what = (f"Nesterov momentum (β = {beta:g}: stable for η·λ < (2+2β)/(1+2β))" if nesterov
+                else f"heavy-ball momentum (β = {beta:g}: stable for η·λ < 2(1+β))")
+        fix = ""
     raise EomError(
-        f"η·λ_max(θ_0) = {lr * lam:.3g} ≥ 2 (η = {lr:.3g}, λ_max(θ_0) = {lam:.3g}): gradient "
-        f"descent is unstable at this learning rate and no EoM describes it. The largest stable "
-        f"learning rate is η < {largest:.3g}; use e.g. --lr {float(f'{0.5 * largest:.2g}')}, or "
-        "pass --allow-unstable to run GD alone and record where it goes."
+        f"η·λ_max(θ_0) = {lr * lam:.3g} ≥ {limit:.4g} (η = {lr:.3g}, λ_max(θ_0) = {lam:.3g}): "
+        f"{what} is unstable at this learning rate and no EoM describes it. The largest stable "
+        f"learning rate is η < {largest:.3g}; use e.g. --lr {float(f'{0.5 * largest:.2g}')}"
+        f"{fix}."
     )
 
 

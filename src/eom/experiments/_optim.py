@@ -10,9 +10,17 @@ is refused for `--optimizer sgd` with this convention in the message.
 
 **Steps.** SGD runs whole epochs: `steps` is rounded up to $E\cdot m$ ($m = \lfloor n/B\rfloor$
 batches) and `record_every` to a divisor of $m$ so that epoch boundaries are recorded (the
-epoch/averaged models are defined there only). Momentum from rest (`start="rest"`) runs
-$K + $`steps` steps, $K$ = `HeavyBall.transient_steps()`: errors before $K$ measure the
-transient, which no flow describes.
+epoch/averaged models are defined there only). Momentum from rest (`--start rest`) uses the
+*settled* start (`HeavyBall(start_kind="settled")`): the method runs $K$ steps from rest,
+$K$ = `transient_steps(β, 1e-12, lr_lambda=η·λ_max(θ_0))` ($\rho^K \le 10^{-12}$ for the fast
+root's modulus $\rho$: $\beta$-ish inside the radius, $\sqrt q$ outside), then every model
+starts at $\theta_K$ and `steps` more steps are compared, recorded as $K+1, \dots, K+$`steps`.
+That is the flow through $\theta_K$: inside the radius it equals the backward-integrated
+effective start from step $K$ on, and it never integrates the EoM backwards, which outside the
+radius is exponentially ill-conditioned (the truncated field's sharp rate is many times GF's).
+It is used at every η (not only outside the radius) so that `--start rest` means one thing,
+costs no backward solves and never fails near the radius. Run folders written before it
+(`resolved` without `start_kind`) resume with the backward start they began with.
 
 **Regimes** (THEORY.md §8–9). Switching EoM: per-batch $\eta\lambda_{\max}(L_i) < 1$ (the GD
 series' radius). Epoch / averaged flows: the epoch map is an Euler-type map of step $h = m\eta$,
@@ -108,9 +116,21 @@ def sgd_batches(s: RunSettings, problem):
     return make_batches((problem.dataset.X, problem.dataset.y), s.batch_size)
 
 
-def build_optimizer(s: RunSettings, problem):
+def momentum_start_kind(s: RunSettings, res: dict | None = None) -> str:
+    """`HeavyBall.start_kind` of a run: `--start manifold` → manifold; `--start rest` →
+    settled (see the module doc), or the backward "rest" start of a folder resolved before the
+    settled start existed (its `resolved` has no `start_kind`)."""
+    if res and "start_kind" in res:
+        return str(res["start_kind"])
+    if res and "start" in res:  # resolved by an older version: keep its meaning on resume
+        return str(res["start"])
+    return "manifold" if s.start == "manifold" else "settled"
+
+
+def build_optimizer(s: RunSettings, problem, res: dict | None = None):
     """`(optimizer, loss)` for compare: GD → (None, problem.loss); SGD → (SGD, per-batch loss);
-    momentum → (HeavyBall, problem.loss)."""
+    momentum → (HeavyBall, problem.loss), its start from `momentum_start_kind` and its K from
+    `res["eta_lambda_max_initial"]`."""
     from ..engine import SGD, HeavyBall
 
     if s.optimizer == "gd":
@@ -120,8 +140,11 @@ def build_optimizer(s: RunSettings, problem):
                   weight_decay=float(s.weight_decay))
         return opt, batch_loss(s, problem)
     if s.optimizer == "momentum":
+        x = (res or {}).get("eta_lambda_max_initial")
         opt = HeavyBall(beta=float(s.momentum), nesterov=bool(s.nesterov),
-                        weight_decay=float(s.weight_decay), start_kind=s.start)
+                        weight_decay=float(s.weight_decay),
+                        start_kind=momentum_start_kind(s, res),
+                        lr_lambda=None if x is None else float(x))
         return opt, problem.loss
     raise EomError(f"optimizer {s.optimizer!r} is not one of gd, sgd, momentum.")
 
@@ -153,19 +176,47 @@ def resolve_optimizer(s: RunSettings, problem, lr: float, lam: float) -> dict:
             "switching_radius": 1.0, "epoch_radius": 1.0, "notes": notes,
         }
     if s.optimizer == "momentum":
-        opt, _ = build_optimizer(s, problem)
+        from ..engine import slow_root
+
+        kind = momentum_start_kind(s)
+        opt, _ = build_optimizer(s, problem, {"start_kind": kind,
+                                              "eta_lambda_max_initial": lr * lam})
         K = opt.transient_steps()
         bound = float(opt.regime_bound())
+        inside = lr * lam < bound
+        if kind == "manifold" and not inside:
+            raise EomError(
+                f"--start manifold: η·λ_max(θ_0) = {lr * lam:.3g} is {lr * lam / bound:.3g}× the "
+                f"momentum radius {bound:.3g}. Outside the radius the sharp directions have no "
+                "slow root (the two roots are complex, |μ| = √q), so there is no slow manifold "
+                "to start on, and the order-4 EoM integrated back over one step blows up there. "
+                "Use --start rest (the settled start: the run from rest, compared from step K "
+                "on), or lower --target/--lr to get inside the radius."
+            )
         notes = []
-        if K:
+        if kind == "settled":
+            x, beta, nest = lr * lam, float(s.momentum), bool(s.nesterov)
+            rho = max(beta, float(abs(beta * (1 - x if nest else 1) / slow_root(x, beta, nest))))
+            where = "inside" if inside else "outside"
+            notes.append(
+                f"started from rest (v_0 = 0): the first K = {K} steps are the transient (fast "
+                f"root |μ_f| ≈ {rho:.3g} at η·λ_max(θ_0), {where} the radius; |μ_f|^K ≤ 1e-12); "
+                f"every model starts at θ_K (the settled start) and steps K+1 … K+{s.steps} "
+                "are compared.")
+        elif K:
             notes.append(f"started from rest (v_0 = 0): {K} transient steps (β^K ≤ 1e-12) are "
                          f"run before the --steps {s.steps}; errors count from step K = {K}.")
+        # |μ| of the sharpest direction outside the radius: √q (heavy ball √β)
+        q = float(s.momentum) * (1 - lr * lam if s.nesterov else 1.0)
         return {
             "steps_total": K + s.steps, "record_every_used": s.record_every,
             "beta": float(s.momentum), "nesterov": bool(s.nesterov), "start": s.start,
+            "start_kind": kind, "step_offset": K if kind == "settled" else 0,
             "transient_steps": K, "momentum_radius": bound,
+            "stability_limit": float(opt.stability_limit()),
             "eta_lambda_over_radius_initial": lr * lam / bound if bound > 0 else math.inf,
-            "optimizer_regime_inside": lr * lam < bound,
+            "optimizer_regime_inside": inside,
+            "sharp_modulus": float(math.sqrt(abs(q))) if not inside else None,
             "notes": notes,
         }
     return {}

@@ -39,7 +39,7 @@ from ._optim import (
 )
 from ._result import RunResult
 from ._runner import Runner
-from ._settings import RunSettings, validate
+from ._settings import RunSettings, auto_target, validate
 from ._store import RunDir, dtype_in_use
 
 #: Recorded points per chunk: each chunk is checkpointed and moves the progress bar.
@@ -48,14 +48,15 @@ CHUNK = 16
 BLOWUP = 1e8
 
 
-def make_optimizer(s: RunSettings, problem=None):
+def make_optimizer(s: RunSettings, problem=None, res: dict | None = None):
     """The `eom.engine.Optimizer` for the settings; None means compare's built-in full-batch GD.
-    SGD and momentum are built from the problem's data (`eom.experiments._optim`)."""
+    SGD and momentum are built from the problem's data (`eom.experiments._optim`); `res` (the
+    resolved values) fixes momentum's start and its η·λ_max."""
     if s.optimizer == "gd":
         return None
     if problem is None:
         raise EomError(f"optimizer {s.optimizer!r} is built from a problem; pass it.")
-    return build_optimizer(s, problem)[0]
+    return build_optimizer(s, problem, res)[0]
 
 
 def resolve(s: RunSettings, problem) -> dict:
@@ -63,11 +64,13 @@ def resolve(s: RunSettings, problem) -> dict:
     from ..measure import auto_tolerance
 
     if s.lr is None:
-        lr, lam = choose_lr(problem, s.target, s.weight_decay)
-        source = f"auto: lr·λ_max(θ_0) = {s.target}"
+        target, source = auto_target(s)
+        lr, lam = choose_lr(problem, target, s.weight_decay)
     else:
         lr, lam, source = float(s.lr), lambda_max(problem, s.weight_decay), "given"
-    check_stable(lr, lam, allow=s.allow_unstable and s.optimizer == "gd")
+    check_stable(lr, lam, allow=s.allow_unstable and s.optimizer == "gd",
+                 optimizer=None if s.optimizer == "gd" else build_optimizer(
+                     s, problem, {"eta_lambda_max_initial": lr * lam})[0])
     unstable = not lr * lam < 2
     # Other optimizers: compare chooses (and tightens) tolerances per model itself.
     tol = {} if unstable or s.optimizer != "gd" else auto_tolerance(
@@ -235,10 +238,17 @@ def regime_summary(m: dict, lr: float | None, initial: float | None) -> dict:
 
 
 def state_step(state, s: RunSettings, res: dict | None = None) -> int:
+    """The true step number of a checkpoint (momentum's settled start: K + the compared ones)."""
+    return int(run_grid(s, res or {})[state.index])
+
+
+def run_grid(s: RunSettings, res: dict):
+    """The recorded steps of the run: `step_offset` + 0, record_every, …, the compared steps."""
     from ..engine import save_grid
 
-    e = effective(s, res or {})
-    return int(save_grid(e.steps, e.record_every)[state.index])
+    e = effective(s, res)
+    k0 = int(res.get("step_offset", 0) or 0)
+    return k0 + save_grid(e.steps - k0, e.record_every)
 
 
 def run(settings: RunSettings | None = None, store: str | Path | None = None, *,
@@ -280,7 +290,8 @@ def _execute(s, rd, problem, res, resuming, progress, log) -> dict:
     wall["setup"] = time.perf_counter() - t_start
     wall["t0"] = time.perf_counter()
     if progress is not None:
-        progress(state_step(state, s, res) if state is not None else 0, effective(s, res).steps,
+        progress(state_step(state, s, res) if state is not None else int(
+            res.get("step_offset", 0) or 0), effective(s, res).steps,
                  _what(s))
 
     def body(r: Runner) -> None:
@@ -335,7 +346,7 @@ def _resume_state(s, rd, problem, resuming, log, res):
 def _chunks(s, problem, res, state):
     from ..measure import compare_chunks
 
-    opt, loss = build_optimizer(s, problem)
+    opt, loss = build_optimizer(s, problem, res)
     e = effective(s, res)
     if opt is None:
         tol = {int(k): v for k, v in res["tolerance"].items()}
@@ -349,7 +360,7 @@ def _chunks(s, problem, res, state):
     try:
         yield from _optimizer_chunks(s, problem, res, state, opt, loss, e)
     except EomError as exc:
-        if s.optimizer != "momentum" or s.start != "rest" or res.get(
+        if s.optimizer != "momentum" or res.get("start_kind", s.start) != "rest" or res.get(
                 "optimizer_regime_inside", True):
             raise
         raise EomError(
@@ -369,8 +380,9 @@ def _optimizer_chunks(s, problem, res, state, opt, loss, e):
     extra_fn = sgd_extra_fn(opt, loss, res["lr"]) if sgd else None
     sharp = batch_sharpness_fn(opt, loss) if sgd else None
     keys = [m.label for m in opt.models(loss, res["lr"], tuple(s.orders))]
+    k0 = int(res.get("step_offset", 0) or 0)  # compare begins at step k0 (Optimizer.begin)
     for recs, st in compare_chunks(
-        loss, problem.params0, res["lr"], e.steps, tuple(s.orders), optimizer=opt,
+        loss, problem.params0, res["lr"], e.steps - k0, tuple(s.orders), optimizer=opt,
         record_every=e.record_every, diagnose_every=s.diagnose_every or None,
         chunk_size=CHUNK, state=state, keep_params=sgd,
     ):

@@ -43,7 +43,9 @@ class RunSettings(ModelSettings):
     model: str = "mlp"
     dataset: str = "digits"
     lr: float | None = None  # None: chosen so that lr·λ_max(θ_0) = target
-    target: float = 0.2  # lr·λ_max(θ_0) when lr is chosen automatically
+    # lr·λ_max(θ_0) when lr is chosen automatically; None: 0.2, or for momentum
+    # MOMENTUM_RADIUS_FRACTION × its radius (see `auto_target`)
+    target: float | None = 0.2
     steps: int = 200
     orders: list[int] = field(default_factory=lambda: [0, 1, 2])
     weight_decay: float = 0.0
@@ -87,8 +89,39 @@ OPTIMIZER_DEFAULTS = {
     "sgd": {"subset": 256, "width": 16, "depth": 1, "batch_size": 64, "steps": 40, "orders": [0, 1],
             "target": 0.1, "record_every": 4, "diagnose_every": 4},
     "momentum": {"subset": 256, "width": 16, "depth": 1, "momentum": 0.5, "steps": 200,
-                 "target": 0.04, "record_every": 5, "diagnose_every": 20},
+                 "target": None, "record_every": 5, "diagnose_every": 20},
 }
+#: Momentum's automatic learning rate (neither lr nor target given): η·λ_max(θ_0) is this
+#: fraction of the momentum radius (1−√β)² (Nesterov ((1−β)/(1+β))²), inside the EoM's regime
+#: for every β. A fixed η·λ_max would be 15× the radius at β = 0.9 (0.04 vs 0.00263).
+MOMENTUM_RADIUS_FRACTION = 0.5
+
+
+def auto_target(s) -> tuple[float, str]:
+    """`(η·λ_max(θ_0), lr_source)` for the automatic learning rate of the settings `s`.
+
+    An explicit `target` is η·λ_max; without one, momentum takes `MOMENTUM_RADIUS_FRACTION` ×
+    its radius and every other optimizer `RunSettings.target`'s default 0.2.
+
+    >>> from eom.experiments import auto_target, optimizer_settings
+    >>> x, source = auto_target(optimizer_settings("momentum", momentum=0.9))
+    >>> round(x, 6), source
+    (0.001317, 'auto: η·λ_max(θ_0) = 0.5 × momentum radius 0.00263')
+    >>> auto_target(optimizer_settings("momentum", momentum=0.9, target=0.01))
+    (0.01, 'auto: η·λ_max(θ_0) = 0.01')
+    """
+    target = getattr(s, "target", None)
+    if target is not None:
+        return float(target), f"auto: η·λ_max(θ_0) = {target}"
+    if getattr(s, "optimizer", "gd") == "momentum":
+        from ..engine import regime_bound
+
+        radius = regime_bound(s.momentum, bool(s.nesterov))
+        return (MOMENTUM_RADIUS_FRACTION * radius,
+                f"auto: η·λ_max(θ_0) = {MOMENTUM_RADIUS_FRACTION:g} × momentum radius "
+                f"{radius:.3g}")
+    default = RunSettings.target
+    return default, f"auto: η·λ_max(θ_0) = {default}"
 SHUFFLES = ("cyclic", "random")
 
 
@@ -321,7 +354,10 @@ def _validate_ranges(s) -> None:
         raise EomError(f"--weight-decay must be ≥ 0, got {s.weight_decay}.")
     if getattr(s, "subset", None) is not None and s.subset < 2:
         raise EomError(f"--subset must be at least 2 samples, got {s.subset}.")
-    if getattr(s, "target", None) is not None and not 0 < s.target < 2:
+    # momentum's own stability limit (up to 2(1+β)) is checked against λ_max(θ_0) later
+    top = math.inf if getattr(s, "optimizer", "gd") == "momentum" else 2
+    if getattr(s, "target", None) is not None and not 0 < s.target < top:
+        where = "> 0" if top == math.inf else f"in (0, {top})"
         raise EomError(
-            f"--target (lr·λ_max for the automatic lr) must be in (0, 2), got {s.target}."
+            f"--target (lr·λ_max for the automatic lr) must be {where}, got {s.target}."
         )

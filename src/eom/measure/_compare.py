@@ -362,7 +362,9 @@ class _Run:
     params0: PyTree
     starts: tuple
     lr: float
-    grid: np.ndarray
+    grid: np.ndarray  # true step numbers: k0 + (0, record_every, …, num_steps)
+    begin_params: PyTree  # θ_{k0}, where the discrete run and the models begin
+    begin_state: PyTree  # the optimizer's state at step k0
     parts: list
     rtols: np.ndarray
     atols: np.ndarray
@@ -402,7 +404,8 @@ def _setup(loss, params0, lr, num_steps, orders, optimizer, solver_opts, rec) ->
     if rec.predict:
         check_order(max(orders) + 1)
         check_predict_every(rec.predict_every)
-    grid = save_grid(num_steps, rec.record_every)
+    k0, begin_params, begin_state = optimizer.begin(loss, params0, lr)
+    grid = int(k0) + save_grid(num_steps, rec.record_every)
     models = tuple(optimizer.models(loss, lr, orders))
     keys = tuple(_key(m) for m in models)
     if len(set(keys)) != len(keys):
@@ -421,7 +424,10 @@ def _setup(loss, params0, lr, num_steps, orders, optimizer, solver_opts, rec) ->
     auto_r, auto_a = solver_opts.rtol is None, solver_opts.atol is None
     return _Run(
         loss=loss, optimizer=optimizer, models=models, keys=keys, params0=params0,
-        starts=tuple(optimizer.start(loss, params0, lr, m) for m in models), lr=lr, grid=grid,
+        # begun at k0 > 0: every model is the flow through θ_{k0} (Optimizer.begin's contract)
+        starts=tuple(optimizer.start(loss, params0, lr, m) if k0 == 0 else begin_params
+                     for m in models), lr=lr, grid=grid,
+        begin_params=begin_params, begin_state=begin_state,
         parts=list(chunks(grid, rec.chunk_size)),
         rtols=np.array([r[k] for k in keys]), atols=np.array([a[k] for k in keys]),
         tighten=np.full(len(models), bool(
@@ -437,11 +443,11 @@ def _setup(loss, params0, lr, num_steps, orders, optimizer, solver_opts, rec) ->
 def _initial_state(run: _Run) -> CompareState:
     m = len(run.models)
     return CompareState(
-        index=0, chunk=0, theta_gd=run.params0, theta=run.starts, dt0=np.full(m, run.lr),
+        index=0, chunk=0, theta_gd=run.begin_params, theta=run.starts, dt0=np.full(m, run.lr),
         ehat=(tree_zeros_like(run.params0),) * m,
         bound=np.zeros(m), solver_error=np.zeros(m), solver_rate=np.zeros(m),
         solver_peak=np.zeros(m),
-        opt_state=run.optimizer.init(run.loss, run.params0, run.lr),
+        opt_state=run.begin_state,
         work=np.zeros(m, dtype=np.int64), tol_scale=np.ones(m),
     )
 
@@ -506,7 +512,7 @@ def _budget(run: _Run, state: CompareState, i: int) -> int:
     if run.solver_opts.max_steps is not None:
         return int(run.solver_opts.max_steps)
     if run.models[i].boundaries == "step":  # per step: the average step's work
-        per_step = int(state.work[i]) // max(int(run.grid[min(state.index, 1)]), 1)
+        per_step = int(state.work[i]) // max(int(run.grid[min(state.index, 1)] - run.grid[0]), 1)
         return step_budget(per_step, STEP_BUDGET_FLOOR)
     return step_budget(int(state.work[i]))
 
