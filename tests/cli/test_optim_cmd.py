@@ -95,14 +95,21 @@ def test_sgd_resume_after_an_interruption_is_bit_identical(tmp_path, monkeypatch
     assert a == b  # every digit, every column (errors, regularizers, regimes)
 
 
-def test_momentum_run_from_rest_records_the_transient(tmp_path):
+def test_momentum_run_from_rest_starts_settled_after_the_transient(tmp_path):
     out = tmp_path / "mom"
-    # β = 0.2: K = ⌈ln 1e-12 / ln 0.2⌉ = 18 transient steps before the 10 measured ones.
+    # β = 0.2, η·λ_max = 0.02: the fast root is q/μ_s ≈ 0.2002, so K = 18 transient steps
+    # (0.2002^18 ≤ 1e-12), then the 10 compared ones, recorded as the true steps 20 … 28.
     r = invoke("run", *TINY, "--optimizer", "momentum", "--momentum", "0.2", "--steps", "10",
                "--orders", "0,1", "--record-every", "2", "--target", "0.02", "--out", out)
     assert r.exit_code == 0, r.output
     res, cfg = load(out, "results.json"), load(out, "config.json")
     assert cfg["resolved"]["transient_steps"] == 18 and cfg["resolved"]["start"] == "rest"
+    assert res["start_kind"] == "settled" and res["step_offset"] == 18
+    assert res["lr_source"] == "auto: η·λ_max(θ_0) = 0.02"
+    import csv
+
+    steps = [int(row["step"]) for row in csv.DictReader(open(out / "metrics.csv"))]
+    assert steps == [20, 22, 24, 26, 28]
     assert res["steps_done"] == 28 and set(res["final"]["models"]) == {"gf", "eom1"}
     # η·λ_max = 0.02 against the radius (1−√0.2)² ≈ 0.306: inside, so order 1 must gain about a
     # factor 15 over order 0; asking for 3 fails if the model or the start were wrong.
@@ -129,6 +136,11 @@ def test_sgd_bad_input_exits_2(tmp_path, args, phrase):
     (["--momentum", "1.0"], "[0, 1)"),
     (["--momentum", "-0.1"], "[0, 1)"),
     (["--momentum", "0.5", "--start", "moving"], "rest or manifold"),
+    # heavy ball is stable below 2(1+β) = 2.4 (not GD's 2); Nesterov below (2+2β)/(1+2β) = 1.71
+    (["--momentum", "0.2", "--target", "2.5"], "≥ 2.4"),
+    (["--momentum", "0.2", "--nesterov", "--target", "1.8"], "≥ 1.714"),
+    # outside the radius (1−√0.5)² ≈ 0.086 there is no slow manifold to start on
+    (["--momentum", "0.5", "--start", "manifold", "--target", "0.2"], "no slow manifold"),
 ])
 def test_momentum_bad_input_exits_2(tmp_path, args, phrase):
     r = invoke("run", *TINY, "--optimizer", "momentum", *args, "--out", tmp_path / "x")
@@ -175,7 +187,7 @@ def test_momentum_resume_restores_the_buffer_bit_identically(tmp_path, monkeypat
     assert _run.run(s, tmp_path / "whole").status == "complete"
 
     def stop(done, total, what):
-        if done >= 22:  # K = 18 transient steps, then the first recorded points
+        if done >= 22:  # K = 18 settled transient steps, then the first recorded points
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -184,3 +196,30 @@ def test_momentum_resume_restores_the_buffer_bit_identically(tmp_path, monkeypat
     # The momentum buffer is part of the checkpoint: a lost buffer changes every later digit.
     assert ((tmp_path / "whole" / "metrics.csv").read_text()
             == (tmp_path / "cut" / "metrics.csv").read_text())
+
+
+def test_momentum_default_lr_is_half_the_radius_and_the_limit_is_its_own(tmp_path):
+    # No --lr/--target: η·λ_max(θ_0) = 0.5 × (1−√β)², to lr's 2 significant digits.
+    from eom.experiments import RunSettings, auto_target, build_problem, lambda_max
+    from eom.experiments._run import resolve
+
+    s = optimizer_settings("momentum", model="linear", dataset="teacher-student", subset=16,
+                           momentum=0.9, steps=4, orders=[0])
+    assert s.target is None
+    res = resolve(s, build_problem(s))
+    radius = (1 - 0.9**0.5) ** 2
+    assert res["lr_source"] == "auto: η·λ_max(θ_0) = 0.5 × momentum radius 0.00263"
+    # lr has 2 significant digits: off by ≤ 5 % (half a unit of the 2nd digit, leading digit 1)
+    assert abs(res["eta_lambda_max_initial"] / radius - 0.5) < 0.5 * 0.05
+    assert res["optimizer_regime_inside"] is True and res["start_kind"] == "settled"
+    # Nesterov: its own radius ((1−β)/(1+β))²
+    x, source = auto_target(optimizer_settings("momentum", momentum=0.9, nesterov=True))
+    assert x == pytest.approx(0.5 * (0.1 / 1.9) ** 2, rel=1e-15) and "0.00277" in source
+    # GD keeps its 0.2; heavy ball at η·λ_max = 2.2 ≥ GD's 2 but < 2(1+β) = 3.8 is accepted.
+    assert auto_target(RunSettings())[0] == 0.2
+    p = build_problem(s)
+    lam = lambda_max(p)
+    from eom.experiments import check_stable
+    from eom.experiments._optim import build_optimizer
+
+    check_stable(2.2 / lam, lam, optimizer=build_optimizer(s, p)[0])

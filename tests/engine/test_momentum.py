@@ -30,6 +30,7 @@ from eom.engine import (
     momentum_schedule,
     regime_bound,
     slow_root,
+    stability_limit,
     transient_steps,
 )
 from eom.engine._momentum_terms import evaluate_terms, reference_terms
@@ -346,3 +347,71 @@ def test_optimizer_contract_and_regimes():
     assert float(jnp.linalg.norm(p1 - fwd)) < 1e-3 * float(jnp.linalg.norm(p1_rest - fwd))
     with pytest.raises(EomError):
         HeavyBall(beta=0.9, start_kind="bogus")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stability limits and the settled start
+
+
+def _max_modulus(x, beta, nesterov):
+    """Brute force: the larger |root| of the characteristic polynomial at ηλ = x (numpy)."""
+    from eom.engine._momentum import characteristic
+
+    p, q = characteristic(x, beta, nesterov)
+    return float(np.max(np.abs(np.roots([1.0, -p, q]))))
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.5, 0.9, 0.99])
+def test_stability_limit_is_where_a_root_leaves_the_unit_disc(beta, nesterov):
+    # Jury gives (2+2β)/(1+2β) (Nesterov) and 2(1+β) (heavy ball); check it against the roots
+    # themselves. At the limit a root sits at −1 and moves through it at a rate O(1) in x, so
+    # x·(1 ± 1e-6) puts it a few 1e-7 inside / outside — far above the roots' rounding (1e-15).
+    lim = stability_limit(beta, nesterov)
+    assert HeavyBall(beta=beta, nesterov=nesterov).stability_limit() == lim
+    assert _max_modulus(lim * (1 - 1e-6), beta, nesterov) < 1.0
+    assert _max_modulus(lim * (1 + 1e-6), beta, nesterov) > 1.0
+    # ... and it is the first such x: every x in (0, limit) on a fine grid is stable.
+    grid = np.linspace(1e-6, lim * (1 - 1e-6), 2001)
+    assert max(_max_modulus(x, beta, nesterov) for x in grid) < 1.0
+
+
+def test_gd_and_sgd_keep_their_stability_limit():
+    from eom.engine import GD
+
+    assert GD().stability_limit() == 2.0
+    assert stability_limit(0.0) == stability_limit(0.0, nesterov=True) == 2.0  # β = 0 is GD
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_settled_start_equals_the_backward_start_from_step_k(nesterov):
+    # Inside the radius the backward-integrated start (the flow through θ_K run back over Kη)
+    # and the settled start (the flow through θ_K, begun at step K) are the same curve, so from
+    # step K on their errors agree to solver tolerance: the gap must lie within twice the two
+    # runs' own measured solver errors (≤ 1e-10 at rtol 1e-12; measured gaps ≈ 1× that sum at
+    # rtol 1e-10, 1e-11 and 1e-12, so it tracks the solver, not a modelling difference), while
+    # the errors compared are ≥ 1e-5, so a wrong start (θ_0: off by ~1e-4) cannot pass.
+    from eom.measure import compare
+
+    beta, lr, m = 0.5, 0.01, 12
+    rest = HeavyBall(beta=beta, nesterov=nesterov, start_kind="rest")
+    settled = HeavyBall(beta=beta, nesterov=nesterov, start_kind="settled")
+    k = rest.transient_steps()
+    assert settled.transient_steps() == k == 40
+    k0, theta_k, _ = settled.begin(wave_loss, WAVE_THETA0, lr)
+    assert k0 == k and float(jnp.max(jnp.abs(
+        theta_k - rest.iterate(wave_loss, WAVE_THETA0, lr, k)))) == 0.0
+    opts = dict(orders=(0, 1), record_every=4, rtol=1e-12, atol=1e-14, tighten=False)
+    a = compare(wave_loss, WAVE_THETA0, lr, k + m, optimizer=rest, **opts)
+    b = compare(wave_loss, WAVE_THETA0, lr, m, optimizer=settled, **opts)
+    ca, cb = a.columns(), b.columns()
+    assert cb["step"].tolist() == [k + 4, k + 8, k + 12]  # the true step numbers
+    sel = np.isin(ca["step"], cb["step"])
+    assert ca["step"][sel].tolist() == cb["step"].tolist()
+    for key in ("gf", "eom1"):
+        ea, eb = ca[f"error_{key}"][sel], cb[f"error_{key}"]
+        serr = ca[f"solver_error_{key}"][sel] + cb[f"solver_error_{key}"]
+        # + 1e-13: float64 rounding of θ ≈ O(1) over the runs' steps (the solver error estimate
+        # falls to ~1e-15 at points where the two solves happen to agree)
+        assert np.all(np.abs(ea - eb) <= 2 * serr + 1e-13) and np.max(serr) < 1e-9, (ea, eb)
+        assert np.min(eb) > 1e-5

@@ -302,8 +302,49 @@ def heavy_ball_field(
     return jax.jit(lambda p: fn(p, lr))
 
 
+#: Step budget of `flow` (a backward start over Kη takes a few solver steps per GD step inside
+#: the radius) and of the manifold start's one step back (a handful inside the radius).
+FLOW_MAX_STEPS = 100_000
+MANIFOLD_MAX_STEPS = 4096
+
+
+def truncated_rate(x: float, beta: float, order: int, nesterov: bool = False) -> float:
+    r"""$r$ with the order-$N$ field $= r\lambda\theta$ on $L = \tfrac12\lambda\theta^2$ at
+    $x = \eta\lambda$: the sharp directions' rate (per unit $t$, per $\lambda$) of the
+    truncated EoM. Order 0: $-1/(1-\beta)$. Inside the radius it tends to the exact
+    $\ln\mu_s/x$; outside it grows like $(x/\text{radius})^N$ while the discrete method's
+    sharp directions decay only like $|\mu| = \sqrt q$ per step: the truncated field is stiff.
+
+    >>> from eom.engine._momentum import truncated_rate
+    >>> round(truncated_rate(0.04, 0.9, 1), 2)  # 15× the radius at β = 0.9
+    -47.53
+    """
+    f = heavy_ball_field(lambda p: 0.5 * jnp.sum(p**2), lr=float(x), beta=beta, order=order,
+                         nesterov=nesterov)
+    return float(f(jnp.ones(1))[0])
+
+
+def stiffness_note(x: float, beta: float, order: int, nesterov: bool = False) -> str:
+    """The order-N field's sharp rate at η·λ_max = x, in a sentence ('' inside the radius)."""
+    bound = regime_bound(beta, nesterov)
+    if not x >= bound:
+        return ""
+    r = truncated_rate(x, beta, order, nesterov)
+    q = beta * (1 - x) if nesterov else beta
+    return (
+        f" η·λ_max ≈ {x:.3g} is {x / bound:.3g}× the momentum radius {bound:.3g}: there the "
+        f"order-{order} field is stiff outside the radius, its sharp rate ≈ {r:.3g}·λ per unit "
+        f"time (gradient flow's {-1 / (1 - beta):.3g}·λ), i.e. a factor e^{{{x * r:.3g}}} per "
+        f"step, while the method's sharp directions decay only like |μ| = {math.sqrt(abs(q)):.3g} "
+        "per step; an explicit solver needs many substeps per step. Use the settled start "
+        "(start_kind='settled', `--start rest`), lower orders, or a learning rate inside the "
+        "radius."
+    )
+
+
 @loss_cache
-def _flow_fn(owner, field: Callable, rtol: float, atol: float) -> Callable:
+def _flow_fn(owner, field: Callable, rtol: float, atol: float,
+             max_steps: int = FLOW_MAX_STEPS) -> Callable:
     """The jitted solve of `flow`, kept in the bounded cache under `owner` (the loss the field
     was built from, or the field itself when there is none)."""
 
@@ -319,7 +360,7 @@ def _flow_fn(owner, field: Callable, rtol: float, atol: float) -> Callable:
             args=lr,
             saveat=diffrax.SaveAt(t1=True),
             stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            max_steps=100_000,
+            max_steps=max_steps,
             throw=False,
         )
         return jax.tree.map(lambda x: x[-1], sol.ys), sol.result == diffrax.RESULTS.successful
@@ -337,15 +378,19 @@ def flow(field: Callable, y0: PyTree, duration, lr, *, rtol=1e-12, atol=1e-14) -
     return _flow(field, field, y0, duration, lr, rtol, atol)
 
 
-def _flow(owner, field, y0, duration, lr, rtol=1e-12, atol=1e-14):
-    """`flow` with its compile cached under `owner` (a loss: no extra cache slot per field)."""
+def _flow(owner, field, y0, duration, lr, rtol=1e-12, atol=1e-14, max_steps=FLOW_MAX_STEPS,
+          why=""):
+    """`flow` with its compile cached under `owner` (a loss: no extra cache slot per field);
+    `max_steps` bounds the solve (no hang), `why` is appended to its error."""
     if float(duration) == 0.0:
         return y0
-    y, ok = _flow_fn(owner, field, float(rtol), float(atol))(y0, float(duration), lr)
+    y, ok = _flow_fn(owner, field, float(rtol), float(atol), int(max_steps))(
+        y0, float(duration), lr)
     if not bool(ok):
         raise EomError(
-            f"the ODE solver failed integrating the momentum EoM over time {float(duration):g}: "
-            "the field is stiff or diverging there (lower the learning rate)."
+            f"the ODE solver failed integrating the momentum EoM over time {float(duration):g} "
+            f"(within {int(max_steps)} steps): the field is stiff or diverging there (lower the "
+            f"learning rate).{why}"
         )
     return y
 
@@ -461,7 +506,10 @@ class HeavyBall(Optimizer):
         field = momentum_field_fn(
             loss, self.beta, self.manifold_order, self.nesterov, self.weight_decay
         )
-        return _flow(loss, field, params0, -float(lr), lr)
+        note = ("" if self.lr_lambda is None else
+                stiffness_note(float(self.lr_lambda), self.beta, self.manifold_order,
+                               self.nesterov))
+        return _flow(loss, field, params0, -float(lr), lr, max_steps=MANIFOLD_MAX_STEPS, why=note)
 
     def advance(self, loss, params, state, lr, k0, num):
         return momentum_advance(self._grad(loss), self.beta, self.nesterov, params, state, lr, num)
@@ -528,3 +576,7 @@ class HeavyBall(Optimizer):
     def stability_limit(self) -> float:
         """$2(1+\\beta)$ (heavy ball), $(2+2\\beta)/(1+2\\beta)$ (Nesterov): `stability_limit`."""
         return stability_limit(self.beta, self.nesterov)
+
+    def stiffness_note(self, order: int, lr_lambda: float) -> str:
+        """Why the order-N field is stiff at η·λ_max = `lr_lambda` ('' inside the radius)."""
+        return stiffness_note(float(lr_lambda), self.beta, order, self.nesterov)

@@ -118,6 +118,11 @@ class Optimizer(eqx.Module):
         """η·λ_max below which the model series converges (GD: 1)."""
         return 1.0
 
+    def stiffness_note(self, order: int, lr_lambda: float) -> str:
+        """A sentence for a solver failure of the order-N model at η·λ_max = `lr_lambda` that
+        says why its field is stiff there ('' when nothing specific is known)."""
+        return ""
+
     def stability_limit(self) -> float:
         r"""η·λ_max below which the discrete method is stable on $L = \tfrac12\lambda\theta^2$.
 

@@ -536,9 +536,11 @@ def _solve_model(run, state, i, part, scale, budget):
 def _solver_failure(run, state, i, part, nvalid, status, budget) -> EomError:
     model = run.models[i]
     a, b = int(run.grid[state.index]), int(part[nvalid - 1])
+    note = ""
     try:
         lam = float(K.lambda_max_fn(run.loss, run.optimizer)(state.theta_gd))
         sharp = f"η·λ_max ≈ {run.lr * lam:.3g} at step {a}"
+        note = run.optimizer.stiffness_note(model.order, run.lr * lam)
     except Exception:  # noqa: BLE001 — the message must not fail
         sharp = "η·λ_max unknown"
     what = f"the order-{model.order} {model.kind.upper() if model.kind != 'eom' else 'EoM'}"
@@ -552,6 +554,7 @@ def _solver_failure(run, state, i, part, nvalid, status, budget) -> EomError:
     return EomError(
         f"{what} {why} ({sharp}, lr {run.lr:g}). The discrete iterates are fine there. Lower the "
         "learning rate (the EoM series needs η·λ_max well below 1) or drop the highest orders."
+        f"{note}"
     )
 
 
