@@ -115,6 +115,8 @@ def summarize(rd: RunDir, s: RunSettings, res: dict, status: str, message: str |
     if s.optimizer != "gd":
         out["num_steps"] = int(res.get("steps_total", s.steps))
         out["final"] = _final_models(m, res)
+        if s.optimizer == "momentum":
+            _order_ratios(out["final"]["models"])
         out["regime"] = regime_summary(m, res.get("lr"), res.get("eta_lambda_max_initial"))
         out["optimizer_regime"] = optimizer_regime(m, s, res)
         return out
@@ -182,6 +184,19 @@ def _final_models(m: dict, res: dict) -> dict:
     return final
 
 
+def _order_ratios(models: dict) -> None:
+    """Momentum: each order's final and worst-after-transient error over the previous order's
+    (gf → eom1 → eom2 …), as `ratio_to_previous` / `max_ratio_to_previous` (< 1: it beat it)."""
+    keys = sorted((k for k in models if k == "gf" or k[3:].isdigit()),
+                  key=lambda k: 0 if k == "gf" else int(k[3:]))
+    for prev, key in zip(keys, keys[1:], strict=False):
+        a, b = models[prev], models[key]
+        b["ratio_to_previous"] = b["error"] / a["error"] if a["error"] > 0 else None
+        b["max_ratio_to_previous"] = (b["max_error_after_transient"] /
+                                      a["max_error_after_transient"]
+                                      if a["max_error_after_transient"] > 0 else None)
+
+
 def optimizer_regime(m: dict, s: RunSettings, res: dict) -> dict:
     """SGD: per-batch η·λ_max vs 1 (switching EoM), m·η·λ_max(L) vs 1 (epoch/averaged flows);
     momentum: η·λ_max vs the momentum radius. Start and worst values along the run."""
@@ -200,9 +215,20 @@ def optimizer_regime(m: dict, s: RunSettings, res: dict) -> dict:
                       "value_max": mb * worst, "radius": 1.0, "inside": mb * worst < 1.0},
         }
     bound = float(res["momentum_radius"])
+    # along the compared steps only (≥ K: after the transient, where the models are compared)
+    steps = np.asarray(m.get("step", []), dtype=float)
+    along = np.asarray(m.get("eta_lambda_max", []), dtype=float)
+    K = int(res.get("transient_steps", 0) or 0)
+    sel = np.isfinite(along) & (steps >= K) if along.size else np.zeros(0, bool)
+    compared = float(along[sel].max()) if sel.any() else None
+    q = float(res["beta"]) * (1 - worst if res.get("nesterov") else 1.0)
     return {"momentum": {"value_initial": res.get("eta_lambda_max_initial"), "value_max": worst,
                          "radius": bound, "inside": worst < bound,
-                         "sqrt_beta": math.sqrt(float(res["beta"]))}}
+                         "value_compared_max": compared,
+                         "inside_compared": None if compared is None else compared < bound,
+                         "sqrt_beta": math.sqrt(float(res["beta"])),
+                         "sharp_modulus": math.sqrt(abs(q)),
+                         "stability_limit": res.get("stability_limit")}}
 
 
 def regime_summary(m: dict, lr: float | None, initial: float | None) -> dict:

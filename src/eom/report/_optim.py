@@ -104,13 +104,16 @@ def sgd_regime_figure(m: dict, batches: int, path: Path) -> Path:
     return _save(fig, path)
 
 
-def momentum_error_figure(m: dict, K: int, path: Path) -> Path:
+def momentum_error_figure(m: dict, K: int, path: Path, settled: bool = False) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for key in _keys(m):
         _line(ax, m["step"], m[f"error_{key}"], key)
-    if K:
+    if K and not settled:
         ax.axvspan(0, K, color="#eeeeee", label=f"transient (k < K = {K})")
+    if settled:
+        ax.set_title(f"from rest, compared from step K = {K} on (every model starts at θ_K)",
+                     fontsize=9)
     ax.set_yscale("log")
     ax.set_xlabel("step k")
     ax.set_ylabel("‖θ^(N)(kη) − θ_k‖")
@@ -118,14 +121,28 @@ def momentum_error_figure(m: dict, K: int, path: Path) -> Path:
     return _save(fig, path)
 
 
-def momentum_regime_figure(m: dict, radius: float, path: Path) -> Path:
+def momentum_regime_figure(m: dict, radius: float, path: Path, initial: float | None = None,
+                           K: int = 0) -> Path:
+    """η·λ_max at θ_0 (step 0) and along the compared steps, against the radius; the verdict
+    in the title is the one results.json's `optimizer_regime` records."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
+    vals = []
+    if initial is not None and math.isfinite(initial):
+        ax.plot([0], [initial], "s", color="tab:orange", label="η·λ_max(θ_0)")
+        vals.append(initial)
     if "eta_lambda_max" in m:
         v = np.asarray(m["eta_lambda_max"], float)
         ok = np.isfinite(v)
-        ax.plot(np.asarray(m["step"])[ok], v[ok], "o-", ms=3, label="η·λ_max(L)")
+        ax.plot(np.asarray(m["step"])[ok], v[ok], "o-", ms=3, label="η·λ_max(L) along the run")
+        vals += v[ok].tolist()
     ax.axhline(radius, color="tab:red", ls="--", label=f"momentum radius {radius:.3g}")
+    if K:
+        ax.axvline(K, color="grey", ls=":", lw=1, label=f"K = {K} (transient ends)")
+    if vals:
+        worst = max(vals)
+        ax.set_title(f"max η·λ_max = {worst:.3g} = {worst / radius:.3g}× the radius: "
+                     f"{'inside' if worst < radius else 'outside'}", fontsize=9)
     ax.set_yscale("log")
     ax.set_xlabel("step k")
     ax.legend(fontsize=8)
@@ -210,41 +227,76 @@ def sgd_reading(results: dict) -> str:
 
 
 def momentum_reading(results: dict) -> str:
+    """Whether the momentum EoM held and why: inside the radius each order must beat the
+    previous one; outside, the sharp directions oscillate with |μ| = √q and have died out by
+    step K, so the EoM can only describe the slow directions (measured ratios per order)."""
     fin = results.get("final") or {}
     mods = fin.get("models") or {}
     reg = (results.get("optimizer_regime") or {}).get("momentum") or {}
-    K = results.get("transient_steps", 0)
+    K = int(results.get("transient_steps", 0) or 0)
+    kind = results.get("start_kind", results.get("start"))
+    how = {
+        "settled": f"from rest (v_0 = 0); the first K = {K} steps are the transient, then every "
+                   f"model starts at θ_K and is compared from step K on (the settled start)",
+        "rest": f"from rest (v_0 = 0), each model started at its effective point (the EoM "
+                f"integrated back over the K = {K} transient steps); errors count from step K",
+        "manifold": "on the slow manifold (θ_{-1} = Φ^{-1}(θ_0)), errors from the first step",
+    }.get(kind, f"start {kind}")
     parts = [f"Momentum β = {results.get('beta')}{' (Nesterov)' if results.get('nesterov') else ''}"
-             f", start {results.get('start')}; errors count from step K = {K}."]
-    keys = sorted(mods, key=lambda k: 0 if k == "gf" else int(k[3:]))
-    prev = None
+             f", started {how}."]
+    keys = sorted((k for k in mods if k == "gf" or k[3:].isdigit()),
+                  key=lambda k: 0 if k == "gf" else int(k[3:]))
+    rows = []
     for k in keys:
         r = mods[k]
-        extra = ""
-        if prev is not None and mods[prev]["error"] > 0:
-            extra = f" ({number(r['error'] / mods[prev]['error'])}× the previous order)"
-        parts.append(f"{model_name(k)}: {number(r['error'], 'e2')} at step {r['step']}{extra}.")
-        prev = k
-    if reg:
-        v, b = reg["value_max"], reg["radius"]
-        errs = [mods[k]["error"] for k in keys]
-        improving = len(errs) > 1 and all(b2 < a for a, b2 in zip(errs, errs[1:], strict=False))
-        if reg["inside"]:
-            parts.append(
-                f"<b>The EoM {'held' if improving else 'is in its regime'}</b>: η·λ_max ≤ "
-                f"{number(v)} stays inside the momentum radius {number(b)}, where the series "
-                f"converges: each order should shrink the error at least about as fast as "
-                f"η·λ_max/radius ≈ {number(v / b)} per order"
-                + (" (it did)" if improving else " (here it did not at every order: the error "
-                   "may be at the solver's floor, see the flags)") + ".")
-        else:
-            parts.append(
-                f"<b>The EoM did not hold for the sharp directions</b>: η·λ_max = {number(v)} is "
-                f"{number(v / b)}× the momentum radius {number(b)}. There the two roots of "
-                f"μ² − (1+β−ηλ)μ + β are complex, the sharp directions oscillate with |μ| = √β = "
-                f"{number(reg.get('sqrt_beta'))} per step and no flow describes them; the EoM "
-                "follows only the slow (flat) directions, once the sharp ones have died out. "
-                "Higher orders need not help. Lower η (or β) to get inside the radius.")
+        ratio = r.get("ratio_to_previous")
+        extra = "" if ratio is None else f" ({number(ratio)}× the previous order)"
+        rows.append(f"{model_name(k)}: {number(r['error'], 'e2')} at step {r['step']}, at most "
+                    f"{number(r['max_error_after_transient'], 'e2')} after the transient{extra}")
+    if rows:
+        parts.append("; ".join(rows) + ".")
+    if not reg:
+        return "".join(f"<p>{p}</p>" for p in parts)
+    v0, v, b = reg.get("value_initial"), reg["value_max"], reg["radius"]
+    errs = [mods[k]["error"] for k in keys]
+    peaks = [mods[k]["max_error_after_transient"] for k in keys]
+    improving = len(errs) > 1 and all(
+        e2 < e1 for seq in (errs, peaks) for e1, e2 in zip(seq, seq[1:], strict=False))
+    flagged = [model_name(k) for k in keys if mods[k].get("flagged")]
+    ratios = ", ".join(f"{model_name(k)} {number(mods[k]['ratio_to_previous'])}×"
+                       for k in keys[1:] if mods[k].get("ratio_to_previous") is not None)
+    if reg["inside"]:
+        verdict = "held" if improving else "did not hold at every order"
+        parts.append(
+            f"<b>The EoM {verdict}</b>: η·λ_max ≤ {number(v)} stayed inside the momentum "
+            f"radius {number(b)} ({number(v / b)}× it), where the EoM series converges, so each "
+            f"order should beat the previous one by about η·λ_max/radius per order"
+            + (f"; it did ({ratios})." if improving else
+               f"; here it did not at every order ({ratios or 'no ratios'}): "
+               + ("the error is at the solver's floor, see the flags." if flagged else
+                  "see the figure for where the orders cross.")))
+    else:
+        compared = reg.get("value_compared_max")
+        mu = reg.get("sharp_modulus") or reg.get("sqrt_beta")
+        after = ("" if compared is None else
+                 f" Along the compared steps η·λ_max reached {number(compared)} "
+                 f"({number(compared / b)}× the radius: "
+                 f"{'back inside' if compared < b else 'still outside'}).")
+        held = ("<b>The EoM held for the slow directions</b>: each order beat the previous one "
+                f"({ratios})" if improving else
+                "<b>The EoM did not hold at every order</b> "
+                f"({ratios or 'no ratios'}): higher orders need not help outside the radius")
+        parts.append(
+            f"{held}, although η·λ_max(θ_0) = {number(v0 if v0 is not None else v)} is "
+            f"{number((v0 if v0 is not None else v) / b)}× the momentum radius {number(b)}. "
+            f"Outside the radius the two roots of the characteristic polynomial are complex: "
+            f"the sharp directions oscillate with |μ| = {number(mu)} per step (√β for heavy "
+            f"ball) and no flow describes them. They had died out by step K = {K} "
+            f"(|μ|^K ≤ 1e-12), so from K on the EoM describes the slow (flat) directions, "
+            f"where its series still converges; the truncated field's sharp rate grows like "
+            f"(η·λ/radius)^N per order, which makes the solve stiff, not wrong.{after}")
+    if flagged:
+        parts.append(f"Flagged (error below the solver's own): {', '.join(flagged)}.")
     return "".join(f"<p>{p}</p>" for p in parts)
 
 
@@ -268,13 +320,17 @@ def optimizer_figures(metrics: dict, resolved: dict, optimizer: str, folder: Pat
                                        at("regime.png")),
                      "Regime variables against the series' radius 1."))
     else:
-        figs.append((momentum_error_figure(metrics, int(resolved.get("transient_steps", 0)),
-                                           at("error.png")),
-                     "Error of gradient flow (rescaled time) and each EoM order; grey: the "
-                     "transient from rest, which no flow describes."))
+        K = int(resolved.get("transient_steps", 0))
+        settled = resolved.get("start_kind") == "settled"
+        figs.append((momentum_error_figure(metrics, K, at("error.png"), settled),
+                     "Error of gradient flow (rescaled time) and each EoM order"
+                     + (", compared from step K on (the transient from rest is not compared)."
+                        if settled else "; grey: the transient from rest, which no flow "
+                        "describes.")))
         figs.append((momentum_regime_figure(metrics, float(resolved.get("momentum_radius", 1.0)),
-                                            at("regime.png")),
-                     "η·λ_max along the run against the momentum radius."))
+                                            at("regime.png"),
+                                            resolved.get("eta_lambda_max_initial"), K),
+                     "η·λ_max at θ_0 and along the run against the momentum radius."))
     return figs
 
 
@@ -300,7 +356,8 @@ def optimizer_report(rd: RunDir, cfg: dict, results: dict) -> tuple[str, list]:
         "lr", "lr_source", "lambda_max_initial", "eta_lambda_max_initial", "n_params",
         "n_samples", "steps_total", "batches", "batch_size", "epochs", "shuffle",
         "eta_lambda_max_batch_initial", "m_eta_lambda_max_initial", "beta", "nesterov", "start",
-        "transient_steps", "momentum_radius") if k in resolved}
+        "start_kind", "transient_steps", "momentum_radius", "eta_lambda_over_radius_initial",
+        "stability_limit") if k in resolved}
     info.update({"model": settings.get("model"), "dataset": settings.get("dataset"),
                  "orders": settings.get("orders"), "seed": settings.get("seed"),
                  "wall time (s)": (results.get("wall_time") or {}).get("total")})
