@@ -203,9 +203,17 @@ def test_momentum_default_lr_is_half_the_radius_and_the_limit_is_its_own(tmp_pat
     from eom.experiments import RunSettings, auto_target, build_problem, lambda_max
     from eom.experiments._run import resolve
 
+    from eom.cli._options import settings_from
+
     s = optimizer_settings("momentum", model="linear", dataset="teacher-student", subset=16,
                            momentum=0.9, steps=4, orders=[0])
     assert s.target is None
+    # the command line reaches the same settings (its None flags must not fall back to GD's 0.2)
+    flags = {"optimizer": "momentum", "momentum": 0.9, "model": "linear", "subset": 16,
+             "dataset": "teacher-student", "steps": 4, "orders": [0], "target": None}
+    assert settings_from(RunSettings, None, flags) == s
+    assert settings_from(RunSettings, None, {**flags, "target": 0.01}).target == 0.01
+    assert settings_from(RunSettings, None, {}).target == 0.2
     res = resolve(s, build_problem(s))
     radius = (1 - 0.9**0.5) ** 2
     assert res["lr_source"] == "auto: η·λ_max(θ_0) = 0.5 × momentum radius 0.00263"

@@ -141,11 +141,14 @@ def settings_from(cls, config: Path | None, flags: dict, parsers: dict | None = 
                 flags = {**flags, key: value}
     opt = flags.get("optimizer") or file_values.get("optimizer")
     if opt and hasattr(cls, "optimizer"):  # sgd/momentum: tiny defaults under what was given
-        from ..experiments._settings import with_optimizer_defaults
+        from ..experiments._settings import OPTIMIZER_DEFAULTS, with_optimizer_defaults
 
         flags = with_optimizer_defaults(opt, {**{k: file_values.get(k) for k in file_values},
                                               **{k: v for k, v in flags.items() if v is not None}})
-        file_values = {}
+        # an optimizer default of None (momentum's target: automatic, relative to its radius)
+        # replaces the dataclass default; build_settings drops None flags, not base values
+        file_values = {k: None for k, v in OPTIMIZER_DEFAULTS.get(opt, {}).items()
+                       if v is None and flags.get(k) is None}
     return build_settings(file_values, flags, cls)
 
 
