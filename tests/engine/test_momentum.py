@@ -415,3 +415,21 @@ def test_settled_start_equals_the_backward_start_from_step_k(nesterov):
         # falls to ~1e-15 at points where the two solves happen to agree)
         assert np.all(np.abs(ea - eb) <= 2 * serr + 1e-13) and np.max(serr) < 1e-9, (ea, eb)
         assert np.min(eb) > 1e-5
+
+
+def test_a_stiff_solve_outside_the_radius_stops_with_its_sharp_rate():
+    # η·λ_max(θ_0) ≈ 5× the radius at β = 0.9 (≈ 12× at the settled θ_K of this non-convex
+    # loss); a step budget of 2 cannot cover 8 GD steps of the order-2 field, so compare must
+    # stop with an EomError naming the stiffness and the field's sharp rate, never hang.
+    from eom.engine._momentum import truncated_rate
+    from eom.measure import compare
+
+    beta = 0.9
+    x = 5 * regime_bound(beta)
+    assert truncated_rate(x, beta, 0) == pytest.approx(-1 / (1 - beta), rel=1e-12)
+    lam = float(jnp.max(jnp.linalg.eigvalsh(jax.hessian(wave_loss)(WAVE_THETA0))))
+    opt = HeavyBall(beta=beta, start_kind="settled", lr_lambda=x)
+    with pytest.raises(EomError, match=r"× the momentum radius 0.00263: there the order-2 field "
+                                       r"is stiff outside the radius, its sharp rate ≈ -\d+·λ"):
+        compare(wave_loss, WAVE_THETA0, x / lam, 8, orders=(2,), optimizer=opt, max_steps=2,
+                record_every=8)
