@@ -200,10 +200,9 @@ def test_momentum_resume_restores_the_buffer_bit_identically(tmp_path, monkeypat
 
 def test_momentum_default_lr_is_half_the_radius_and_the_limit_is_its_own(tmp_path):
     # No --lr/--target: η·λ_max(θ_0) = 0.5 × (1−√β)², to lr's 2 significant digits.
+    from eom.cli._options import settings_from
     from eom.experiments import RunSettings, auto_target, build_problem, lambda_max
     from eom.experiments._run import resolve
-
-    from eom.cli._options import settings_from
 
     s = optimizer_settings("momentum", model="linear", dataset="teacher-student", subset=16,
                            momentum=0.9, steps=4, orders=[0])
