@@ -178,6 +178,9 @@ def test_sweep_writes_figure_and_slopes(tmp_path):
     assert (out / "figures" / "order_accuracy.png").exists()
 
 
+# ≈ 20 s; the default run keeps tests/cli/test_kill_storm.py (five random SIGKILLs, then a
+# byte-identical resume), which covers this single kill.
+@pytest.mark.slow
 def test_kill_mid_run_then_resume(tmp_path):
     """A real SIGKILL mid-run: rerunning the same command continues from the last checkpoint and
     ends with exactly the rows of an uninterrupted run."""

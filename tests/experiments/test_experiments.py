@@ -45,6 +45,10 @@ def test_run_in_memory_and_into_a_folder_give_the_same_numbers(tmp_path):
         s.steps = 5
 
 
+# ≈ 43 s; the default run keeps test_paper_collects_the_four_parts_and_writes_one_report (the
+# same tiny sweep, symmetry and validity, into a folder) and
+# test_run_in_memory_and_into_a_folder_give_the_same_numbers (the in-memory path).
+@pytest.mark.slow
 def test_sweep_symmetry_validity_in_memory():
     sw = sweep(SweepSettings(**TINY, orders=[0], lrs=[0.2, 0.1], horizon_steps=2))
     assert sw.status == "complete"
