@@ -41,7 +41,17 @@ from ._counter import check_loss, check_lr, regularized
 from ._lie import check_order
 from ._momentum_terms import evaluate_terms
 from ._optimizer import ContinuousModel, Optimizer
-from ._trajectory import CHUNK, Trajectory, _check_finite, _loss_trace, _stack, chunks, save_grid
+from ._trajectory import (
+    CHUNK,
+    Trajectory,
+    _check_finite,
+    _loss_trace,
+    _stack,
+    chunks,
+    default_solver,
+    ode_advance,
+    save_grid,
+)
 
 Start = Literal["manifold", "rest", "settled"]
 STARTS = ("manifold", "rest", "settled")
@@ -352,20 +362,11 @@ def _flow_fn(owner, field: Callable, rtol: float, atol: float,
 
     @jax.jit
     def run(y0, duration, lr):
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(lambda t, y, args: field(y, args)),
-            diffrax.Dopri8(),
-            t0=0.0,
-            t1=duration,
-            dt0=duration / 8,
-            y0=y0,
-            args=lr,
-            saveat=diffrax.SaveAt(t1=True),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            max_steps=max_steps,
-            throw=False,
+        ys, result, _ = ode_advance(
+            field, y0, 0.0, jnp.reshape(duration, (1,)), lr, solver=default_solver(),
+            rtol=rtol, atol=atol, dt0=duration / 8, max_steps=max_steps,
         )
-        return jax.tree.map(lambda x: x[-1], sol.ys), sol.result == diffrax.RESULTS.successful
+        return jax.tree.map(lambda x: x[-1], ys), result == diffrax.RESULTS.successful
 
     return run
 
