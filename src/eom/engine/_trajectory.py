@@ -206,19 +206,25 @@ def _gd_chunk_fn(loss, weight_decay):
     return run
 
 
-@loss_cache
-def _ode_chunk_fn(loss, order, weight_decay, method, solver, max_steps):
-    field = eom_field(loss, order, weight_decay, method)
+def chunk_solve_fn(field: Callable, solver, max_steps: int) -> Callable:
+    """Jitted `run(y0, t0, ts, lr, dt0, rtol, atol) -> (ys at ts, status, accepted steps)`: one
+    adaptive solve of $\dot y = $ `field(t, y, lr)` over a chunk (tolerances and times traced)."""
 
     @jax.jit
     def run(y0, t0, ts, lr, dt0, rtol, atol):
-        ys, result, nsteps = ode_advance(
+        ys, result, nsteps = solve_at(
             field, y0, t0, ts, lr, solver=solver, rtol=rtol, atol=atol, dt0=dt0,
             max_steps=max_steps,
         )
         return ys, solve_status(result), nsteps
 
     return run
+
+
+@loss_cache
+def _ode_chunk_fn(loss, order, weight_decay, method, solver, max_steps):
+    field = eom_field(loss, order, weight_decay, method)
+    return chunk_solve_fn(lambda t, y, lr: field(y, lr), solver, max_steps)
 
 
 def _check_finite(loss_values: np.ndarray, steps: np.ndarray, what: str, lr: float) -> None:

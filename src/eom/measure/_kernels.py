@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from .._tree import tree_dot, tree_norm, tree_scale, tree_sub
 from ..engine._cache import loss_cache
 from ..engine._optimizer import STEP_MARGIN
-from ..engine._trajectory import detach, solve_at, solve_status
+from ..engine._trajectory import chunk_solve_fn, detach, solve_at, solve_status
 
 
 @loss_cache
@@ -49,16 +49,7 @@ def loss_values_fn(loss, optimizer):
 def smooth_chunk_fn(loss, field, solver, max_steps):
     """`run(y0, t0, ts, lr, dt0, rtol, atol) -> (ys at ts, status, accepted steps)`."""
     del loss  # the cache key only: what is built here is dropped with the loss
-
-    @jax.jit
-    def run(y0, t0, ts, lr, dt0, rtol, atol):
-        ys, result, nsteps = solve_at(
-            field, y0, t0, ts, lr, solver=solver, rtol=rtol, atol=atol, dt0=dt0,
-            max_steps=max_steps,
-        )
-        return ys, solve_status(result), nsteps
-
-    return run
+    return chunk_solve_fn(field, solver, max_steps)
 
 
 @loss_cache
