@@ -548,10 +548,7 @@ class HeavyBall(Optimizer):
         if self.start_kind != "settled":
             return super().begin(loss, params0, lr)
         k = self.transient_steps()
-        m0 = self.init(loss, params0, lr)
-        run = _advance_fn(loss, self.beta, self.nesterov, float(self.weight_decay))
-        p, m = run(params0, m0, lr, k)
-        return k, p, m
+        return (k, *self.advanced(loss, params0, lr, k))
 
     def start(self, loss, params0, lr, model):
         r"""Manifold: $\theta_0$. Rest: the model's flow backwards over $K\eta$ from $\theta_K$.
@@ -566,11 +563,15 @@ class HeavyBall(Optimizer):
         theta_k = self.iterate(loss, params0, lr, k)
         return _flow(loss, _autonomous(loss, model.field), theta_k, -k * float(lr), lr)
 
-    def iterate(self, loss, params0, lr, k: int):
-        """The discrete iterate $\\theta_k$ (from this optimizer's `init`)."""
+    def advanced(self, loss, params0, lr, k: int):
+        """$(\\theta_k, m_k)$: the discrete run from this optimizer's `init`, $k$ steps on."""
         m0 = self.init(loss, params0, lr)
         run = _advance_fn(loss, self.beta, self.nesterov, float(self.weight_decay))
-        return run(params0, m0, lr, k)[0]
+        return run(params0, m0, lr, k)
+
+    def iterate(self, loss, params0, lr, k: int):
+        """The discrete iterate $\\theta_k$ (from this optimizer's `init`)."""
+        return self.advanced(loss, params0, lr, k)[0]
 
     def regime_bound(self) -> float:
         """$(1-\\sqrt\\beta)^2$ (heavy ball) or $((1-\\beta)/(1+\\beta))^2$ (Nesterov)."""
